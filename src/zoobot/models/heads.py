@@ -1,0 +1,100 @@
+"""The vote head: always-on dropout, a linear layer, and the link to the likelihood's parameters.
+
+MC dropout lives here and only here. The dropout uses ``F.dropout(..., training=True)``, so it
+is on in ``.train()`` *and* ``.eval()``: calling ``model.eval()`` freezes batch norm in the
+backbone but never turns the samples into copies of one another (see the MC dropout pitfall in
+docs/ARCHITECTURE.md). The backbone runs once; the head draws ``n_samples`` dropout masks on the
+pooled features in one vectorised pass.
+
+Two likelihoods:
+
+- ``"binomial"``: a schema of one question with exactly two answers. One output per sample,
+  rho = sigmoid(logit) clamped to [eps, 1 - eps]: the predicted fraction of votes for the
+  question's *first* answer.
+- ``"dirichlet_multinomial"``: every other schema. One output per answer, the Dirichlet
+  concentration alpha = 1 + 99 * sigmoid(logit), within [1, 100].
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from zoobot.schema import Schema
+
+BINOMIAL = "binomial"
+DIRICHLET_MULTINOMIAL = "dirichlet_multinomial"
+LIKELIHOODS = (BINOMIAL, DIRICHLET_MULTINOMIAL)
+
+#: rho is clamped to [RHO_EPS, 1 - RHO_EPS] so that log(rho) and log(1 - rho) stay finite.
+RHO_EPS = 1e-6
+ALPHA_MIN = 1.0
+ALPHA_MAX = 100.0
+
+
+def likelihood_for_schema(schema: Schema) -> str:
+    """``"binomial"`` for one question with exactly two answers, else ``"dirichlet_multinomial"``."""
+    if schema.n_questions == 1 and schema.n_answers == 2:
+        return BINOMIAL
+    return DIRICHLET_MULTINOMIAL
+
+
+def n_outputs_for_schema(schema: Schema) -> int:
+    """1 for a binomial schema (rho), else one Dirichlet concentration per answer."""
+    return 1 if likelihood_for_schema(schema) == BINOMIAL else schema.n_answers
+
+
+def binomial_link(logits: torch.Tensor) -> torch.Tensor:
+    """rho = sigmoid(logits), clamped to [RHO_EPS, 1 - RHO_EPS]. Same shape as ``logits``."""
+    return torch.sigmoid(logits).clamp(RHO_EPS, 1.0 - RHO_EPS)
+
+
+def dirichlet_link(logits: torch.Tensor) -> torch.Tensor:
+    """alpha = 1 + 99 * sigmoid(logits), within [1, 100]. Same shape as ``logits``."""
+    return ALPHA_MIN + (ALPHA_MAX - ALPHA_MIN) * torch.sigmoid(logits)
+
+
+class VoteHead(nn.Module):
+    """Always-on dropout, then Linear(n_features, n_outputs), then the likelihood's link.
+
+    forward(features (batch, n_features), n_samples) -> (batch, n_samples, n_outputs), float32
+    (or float64 if the head runs in float64), also under bf16 autocast: the link runs in at least
+    float32 so that rho never rounds to exactly 0 or 1.
+    """
+
+    def __init__(self, n_features: int, n_outputs: int, dropout_rate: float, likelihood: str):
+        super().__init__()
+        if not 0.0 <= dropout_rate < 1.0:
+            raise ValueError(
+                f"dropout_rate: expected a float in [0, 1), got {dropout_rate!r}; the 2019 paper "
+                "used 0.5, zoobot's default is 0.2"
+            )
+        if likelihood not in LIKELIHOODS:
+            raise ValueError(f"likelihood: expected one of {LIKELIHOODS}, got {likelihood!r}")
+        if likelihood == BINOMIAL and n_outputs != 1:
+            raise ValueError(f"a binomial head has 1 output (rho), got n_outputs={n_outputs}")
+        self.dropout_rate = dropout_rate
+        self.likelihood = likelihood
+        self.linear = nn.Linear(n_features, n_outputs)
+
+    def forward(self, features: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+        if features.ndim != 2 or features.shape[1] != self.linear.in_features:
+            raise ValueError(
+                f"features: expected shape (batch, {self.linear.in_features}), "
+                f"got {tuple(features.shape)}"
+            )
+        batch, n_features = features.shape
+        expanded = features.unsqueeze(1).expand(batch, n_samples, n_features)  # (batch, sample, feature)
+        # training=True: a fresh mask per (galaxy, sample, feature), whatever self.training says.
+        dropped = F.dropout(expanded, p=self.dropout_rate, training=True)  # (batch, sample, feature)
+        logits = self.linear(dropped)  # (batch, sample, output)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        if self.likelihood == BINOMIAL:
+            return binomial_link(logits)  # (batch, sample, 1)
+        return dirichlet_link(logits)  # (batch, sample, answer)
+
+    def extra_repr(self) -> str:
+        return f"dropout_rate={self.dropout_rate}, likelihood={self.likelihood!r}, always-on dropout"
