@@ -1,0 +1,130 @@
+"""`zoobot make-shards` and `zoobot check-shards`: experiment catalogs -> uint8 image shards."""
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from zoobot.catalog import CatalogError, load_catalog, schema_spec_of
+from zoobot.cli.app import app, fail
+from zoobot.schema import SCHEMAS, get_schema
+from zoobot.shards import BAD_IMAGES_NAME, ShardError, ShardReader, write_shards
+
+logger = logging.getLogger(__name__)
+
+
+class _RateColumn(ProgressColumn):
+    """Images per second, from rich's moving average."""
+
+    def render(self, task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("- images/s" if speed is None else f"{speed:,.0f} images/s", style="progress.data.speed")
+
+
+@app.command("make-shards")
+def make_shards_command(
+    labelled_catalog: Path = typer.Option(..., help="Labelled catalog (from define-experiment)."),
+    unlabelled_catalog: Path = typer.Option(..., help="Unlabelled catalog; its votes may all be 0."),
+    eval_size: int = typer.Option(..., help="The first this-many labelled galaxies form the eval split."),
+    shard_dir: Path = typer.Option(..., help="New folder for the shards."),
+    max_labelled: Optional[int] = typer.Option(None, help="At most this many train galaxies."),
+    max_unlabelled: Optional[int] = typer.Option(None, help="At most this many pool galaxies."),
+    size: int = typer.Option(128, help="Image side in pixels after resizing."),
+    channels: int = typer.Option(3, help="3 for RGB, 1 for greyscale."),
+    workers: int = typer.Option(1, help="Decoding processes."),
+    shard_size: int = typer.Option(4096, help="Images per shard file."),
+    skip_bad: bool = typer.Option(
+        False, "--skip-bad", help=f"Leave out images that cannot be read and list them in {BAD_IMAGES_NAME}."
+    ),
+    schema: Optional[str] = typer.Option(
+        None, help=f"Decision tree ({sorted(SCHEMAS)}, or NAME:q1,q2); default: the one the catalog records."
+    ),
+) -> None:
+    """Decode and resize every image once into uint8 shards (train / eval / pool) plus a manifest."""
+    try:
+        chosen = get_schema(schema) if schema is not None else None
+    except KeyError as error:
+        fail(str(error.args[0]))
+    try:
+        labelled, chosen = load_catalog(labelled_catalog, chosen, check_files=False)
+        recorded = schema_spec_of(unlabelled_catalog)
+        if schema is None and recorded is not None and recorded != chosen.name:
+            fail(
+                f"{labelled_catalog} records schema {chosen.name!r} but {unlabelled_catalog} records "
+                f"{recorded!r}; use catalogs from one define-experiment run, or pass --schema"
+            )
+        unlabelled, _ = load_catalog(unlabelled_catalog, chosen, check_files=False)
+    except CatalogError as error:
+        fail(str(error))
+
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        _RateColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    )
+    try:
+        with Progress(*columns, transient=False) as bar:
+            task = bar.add_task("decoding", total=None)
+
+            def on_progress(n_done: int, n_total: int) -> None:
+                bar.update(task, completed=n_done, total=n_total)
+
+            summary = write_shards(
+                labelled,
+                unlabelled,
+                shard_dir,
+                chosen,
+                eval_size,
+                size=size,
+                channels=channels,
+                shard_size=shard_size,
+                max_labelled=max_labelled,
+                max_unlabelled=max_unlabelled,
+                workers=workers,
+                skip_bad=skip_bad,
+                progress=on_progress,
+                sources={
+                    "labelled_catalog": str(labelled_catalog.resolve()),
+                    "unlabelled_catalog": str(unlabelled_catalog.resolve()),
+                },
+            )
+    except (ShardError, CatalogError, FileExistsError, ValueError) as error:
+        fail(str(error))
+
+    counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
+    logger.info(
+        "wrote %s: %s galaxies in %d shard files at %d px x %d channels; %.0f images/s (%.1f s, %d workers)",
+        shard_dir, counts, summary.n_shards, size, channels, summary.images_per_second, summary.seconds, workers,
+    )
+    if summary.n_bad:
+        logger.warning(
+            "skipped %d images that could not be read; they are listed in %s",
+            summary.n_bad, shard_dir / BAD_IMAGES_NAME,
+        )
+
+
+@app.command("check-shards")
+def check_shards_command(
+    shard_dir: Path = typer.Option(..., help="Shard folder written by make-shards."),
+) -> None:
+    """Check that a shard folder is complete and its files match their recorded checksums."""
+    try:
+        reader = ShardReader(shard_dir)
+        reader.verify()
+    except ShardError as error:
+        fail(str(error))
+    logger.info("%s is complete and intact: %s", shard_dir, reader.counts)
