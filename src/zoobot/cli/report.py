@@ -1,0 +1,54 @@
+"""`zoobot report`: learning curves and label savings of finished experiments."""
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from zoobot.cli.app import app, fail
+from zoobot.reports import label_savings, learning_curve, plot_learning_curves
+
+
+def print_curve(console: Console, name: str, curve) -> None:
+    table = Table(title=f"learning curve: {name}")
+    for column in curve.columns:
+        table.add_column(column, justify="right")
+    for row in curve.itertuples(index=False):
+        table.add_row(*(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row))
+    console.print(table)
+
+
+@app.command("report")
+def report_command(
+    experiment_dir: Path = typer.Argument(..., help="An experiment with complete iterations."),
+    baseline: Optional[Path] = typer.Option(None, help="A random-acquisition experiment to compare with."),
+    metric: str = typer.Option("eval_loss", help="Lower-is-better metric for label savings."),
+    plot: Optional[Path] = typer.Option(None, help="Save the learning curves as this PNG."),
+) -> None:
+    """Print learning curves and, with --baseline, the labels active learning saved."""
+    console = Console()
+    try:
+        curves = {"active": learning_curve(experiment_dir)}
+        if baseline is not None:
+            curves["baseline"] = learning_curve(baseline)
+    except FileNotFoundError as error:
+        fail(str(error))
+    for name, curve in curves.items():
+        print_curve(console, name, curve)
+    if baseline is not None:
+        savings = label_savings(curves["active"], curves["baseline"], metric)
+        if savings.active_labels is None:
+            console.print(
+                f"active learning never reached the baseline's final {metric} of {savings.target:.4f} "
+                f"(baseline used {savings.baseline_labels} labels)"
+            )
+        else:
+            console.print(
+                f"baseline's final {metric} {savings.target:.4f} at {savings.baseline_labels} labels; "
+                f"active learning reached it at {savings.active_labels:.0f} labels: "
+                f"{100 * savings.fraction_saved:.0f}% fewer labels"
+            )
+    if plot is not None:
+        console.print(f"plot saved to {plot_learning_curves(curves, plot, metric)}")

@@ -1,0 +1,76 @@
+"""Reports on finished experiments: learning curves and label savings against a baseline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+CURVE_COLUMNS = ["iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae"]
+
+
+def learning_curve(experiment_dir: str | Path) -> pd.DataFrame:
+    """One row per complete iteration: labels used and eval metrics."""
+    path = Path(experiment_dir) / "metrics.csv"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run at least one iteration of {experiment_dir}")
+    table = pd.read_csv(path)
+    return table[[c for c in CURVE_COLUMNS if c in table.columns]]
+
+
+@dataclass
+class LabelSavings:
+    """How many labels active learning needed to match the baseline's final metric."""
+
+    metric: str
+    target: float  # the baseline's final value of the metric
+    baseline_labels: int
+    active_labels: float | None  # interpolated; None if active learning never reached the target
+
+    @property
+    def fraction_saved(self) -> float | None:
+        if self.active_labels is None:
+            return None
+        return 1.0 - self.active_labels / self.baseline_labels
+
+
+def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "eval_loss") -> LabelSavings:
+    """Labels the active run needed to reach the baseline's final ``metric`` (lower is better).
+
+    The active curve is interpolated linearly in n_labelled between iterations.
+    """
+    target = float(baseline[metric].iloc[-1])
+    baseline_labels = int(baseline["n_labelled"].iloc[-1])
+    labels = active["n_labelled"].to_numpy(dtype=float)
+    values = active[metric].to_numpy(dtype=float)
+    reached = np.flatnonzero(values <= target)
+    if not len(reached):
+        return LabelSavings(metric, target, baseline_labels, None)
+    first = reached[0]
+    if first == 0:
+        return LabelSavings(metric, target, baseline_labels, float(labels[0]))
+    x0, x1, y0, y1 = labels[first - 1], labels[first], values[first - 1], values[first]
+    needed = x0 + (x1 - x0) * (y0 - target) / (y0 - y1)
+    return LabelSavings(metric, target, baseline_labels, float(needed))
+
+
+def plot_learning_curves(curves: dict[str, pd.DataFrame], out_path: str | Path, metric: str = "eval_loss") -> Path:
+    """Save a PNG of metric against labelled galaxies, one line per named experiment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(5, 3.5))
+    for name, curve in curves.items():
+        axis.plot(curve["n_labelled"], curve[metric], marker="o", label=name)
+    axis.set_xlabel("labelled galaxies")
+    axis.set_ylabel(metric.replace("_", " "))
+    axis.legend()
+    figure.tight_layout()
+    out_path = Path(out_path)
+    figure.savefig(out_path, dpi=120)
+    plt.close(figure)
+    return out_path
