@@ -1,0 +1,35 @@
+"""Public Galaxy Zoo tables and Panoptes exports -> zoobot master catalogs.
+
+Each converter checks its input, returns a :class:`ConversionResult` (catalog, schema, report)
+and never drops a row without saying why in the :class:`ConversionReport`.
+"""
+
+from zoobot.convert.common import (
+    ConversionError,
+    ConversionReport,
+    ConversionResult,
+    DroppedRows,
+    write_conversion,
+)
+from zoobot.convert.decals import DECALS_DR12, DECALS_SCHEMAS, convert_decals
+from zoobot.convert.gz2 import convert_gz2
+from zoobot.convert.kaggle import convert_kaggle
+from zoobot.convert.panoptes import TaskMap, TaskSpec, convert_panoptes, load_task_map, parse_task_map
+
+__all__ = [
+    "ConversionError",
+    "ConversionReport",
+    "ConversionResult",
+    "DroppedRows",
+    "DECALS_DR12",
+    "DECALS_SCHEMAS",
+    "TaskMap",
+    "TaskSpec",
+    "convert_decals",
+    "convert_gz2",
+    "convert_kaggle",
+    "convert_panoptes",
+    "load_task_map",
+    "parse_task_map",
+    "write_conversion",
+]

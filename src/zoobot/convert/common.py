@@ -58,15 +58,17 @@ class ConversionReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-    def drop(self, reason: str, ids) -> None:
+    def drop(self, reason: str, ids, count: int | None = None) -> None:
+        """Record that rows were left out; ``ids`` are examples when ``count`` is given."""
         ids = [str(i) for i in ids]
-        if ids:
-            self.dropped.append(DroppedRows(reason, len(ids), ids[:N_EXAMPLES]))
-            logger.info("%s: dropped %d %s: %s", self.source, len(ids), self.unit, reason)
+        count = len(ids) if count is None else count
+        if count:
+            self.dropped.append(DroppedRows(reason, count, ids[:N_EXAMPLES]))
+            logger.debug("%s: dropped %d %s: %s", self.source, count, self.unit, reason)
 
     def note(self, message: str) -> None:
         self.notes.append(message)
-        logger.info("%s: %s", self.source, message)
+        logger.debug("%s: %s", self.source, message)
 
     @property
     def n_dropped(self) -> int:
@@ -256,11 +258,16 @@ def finish(
     """Assemble ``id_str, file_loc, votes..., extras...``, validate it, and fill in the report."""
     n = len(ids)
     keep = np.ones(n, bool) if keep is None else keep
-    parts = {
-        "id_str": ids.to_numpy(dtype=object),
-        "file_loc": (file_loc.to_numpy(dtype=object) if file_loc is not None else np.full(n, None, object)),
-    }
-    catalog = pd.DataFrame(parts)
+    if not keep.any():
+        reasons = "; ".join(f"{d.count} {d.reason}" for d in report.dropped) or "the input is empty"
+        raise ConversionError(
+            f"{report.input_path}: no galaxies left to write ({reasons}). Nothing was written."
+        )
+    catalog = pd.DataFrame({
+        "id_str": pd.Series(ids.to_numpy(dtype=object), dtype="str"),
+        # a votes-only catalog keeps a file_loc column of nulls, typed as text
+        "file_loc": pd.Series(file_loc.to_numpy(dtype=object) if file_loc is not None else [None] * n, dtype="str"),
+    })
     catalog = pd.concat([catalog, counts[schema.answer_columns].reset_index(drop=True)], axis=1)
     if extras is not None and len(extras.columns):
         reserved = {"id_str", "file_loc", *schema.answer_columns}
