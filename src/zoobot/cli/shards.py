@@ -107,7 +107,7 @@ def make_shards_command(
 
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
     logger.info(
-        "wrote %s: %s galaxies in %d shard files at %d px x %d channels; %.0f images/s (%.1f s, %d workers)",
+        "wrote %s: %s galaxies in %d shard files at %d px x %d channels; %.0f images/s (%.1f s, workers=%d)",
         shard_dir, counts, summary.n_shards, size, channels, summary.images_per_second, summary.seconds, workers,
     )
     if summary.n_bad:
