@@ -213,7 +213,7 @@ def _vote_outcomes(n: int, n_answers: int) -> tuple[np.ndarray, np.ndarray]:
     """
     # stars and bars: choose the positions of n_answers - 1 bars among n + n_answers - 1 slots
     bars = np.array(list(combinations(range(n + n_answers - 1), n_answers - 1)), dtype=np.int64)
-    bars = bars.reshape(-1, n_answers - 1)  # (outcome, answer - 1)
+    bars = bars.reshape(n_vote_outcomes(n_answers, n), n_answers - 1)  # (outcome, answer - 1)
     edges = np.concatenate(
         [np.full((len(bars), 1), -1), bars, np.full((len(bars), 1), n + n_answers - 1)], axis=1
     )  # (outcome, answer + 1)
