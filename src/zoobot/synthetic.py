@@ -555,7 +555,8 @@ def _spiral_winding(morph: Morphology, volunteers: Volunteers) -> np.ndarray:
 def _spiral_arm_count(morph: Morphology, volunteers: Volunteers) -> np.ndarray:
     n_arms = morph.n_arms if morph.n_arms else 2
     cant_tell = 1.0 - volunteers.detect(morph.arm_visibility, floor=0.05, ceiling=0.9)
-    miscount = volunteers.rng.choice([-1, 0, 1], size=len(volunteers), p=(0.15, 0.7, 0.15))
+    u = volunteers.rng.random(len(volunteers))
+    miscount = (u > 0.85).astype(int) - (u < 0.15)  # one arm too many or too few, 15% each
     seen = np.clip(n_arms + miscount, 1, 5) - 1  # 1 2 3 4 more-than-4
     counted = _one_hot(seen, 5) * (1 - cant_tell)[:, None]
     return np.concatenate([counted, cant_tell[:, None]], axis=1)
@@ -641,6 +642,39 @@ def _answer_model(question) -> tuple[Callable, tuple[tuple[int, ...], ...]]:
     )
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One question of the walk: its answer model and where its volunteers come from."""
+
+    columns: list[str]
+    model: Callable[[Morphology, Volunteers], np.ndarray]
+    grouping: np.ndarray | None  # (model answer, answer) 0/1, None when they are the same
+    parent: int | None  # index of the parent question; None for a root
+    leads_here: np.ndarray | None  # (parent answer,) bool: the parent answers that ask this
+
+
+@lru_cache(maxsize=16)
+def _walk_plan(schema: Schema) -> tuple[_Step, ...]:
+    """Checked once per schema: raises ValueError for a question without a volunteer model."""
+    position = {col: (qi, ai) for qi, q in enumerate(schema.questions) for ai, col in enumerate(q.columns())}
+    steps = []
+    for question in schema.questions:
+        model, groups = _answer_model(question)
+        n_model_answers = 1 + max(i for group in groups for i in group)
+        grouping = np.zeros((n_model_answers, len(groups)))
+        for answer, group in enumerate(groups):
+            grouping[list(group), answer] = 1.0
+        if grouping.shape[0] == grouping.shape[1] and np.array_equal(grouping, np.eye(len(groups))):
+            grouping = None
+        parent, leads_here = None, None
+        if question.asked_after:
+            parent = position[question.asked_after[0]][0]
+            leads_here = np.zeros(len(schema.questions[parent].answers), dtype=bool)
+            leads_here[[position[col][1] for col in question.asked_after]] = True
+        steps.append(_Step(question.columns(), model, grouping, parent, leads_here))
+    return tuple(steps)
+
+
 def simulate_votes(
     morph: Morphology,
     schema: Schema = DECALS_DR5,
@@ -658,31 +692,29 @@ def simulate_votes(
     votes for its parent answers. Questions nobody reached get 0.
     """
     rng = np.random.default_rng() if rng is None else rng
-    models = [_answer_model(question) for question in schema.questions]  # fail before sampling
+    plan = _walk_plan(schema)
     n = max(1, int(rng.poisson(n_volunteers)))
     volunteers = Volunteers(sensitivity=np.exp(rng.normal(0.0, 0.35, size=n)), rng=rng)
-    answer_index = {col: (qi, ai) for qi, q in enumerate(schema.questions) for ai, col in enumerate(q.columns())}
     chosen: list[np.ndarray] = []  # per question: (volunteer,) answer index
     reached: list[np.ndarray] = []  # per question: (volunteer,) bool
     counts: dict[str, int] = {}
-    for question, (model, groups) in zip(schema.questions, models):
-        model_probabilities = model(morph, volunteers)  # (volunteer, model answer)
-        probabilities = np.stack([model_probabilities[:, list(g)].sum(axis=1) for g in groups], axis=1)
-        probabilities = (1 - lapse) * probabilities + lapse / len(groups)  # (volunteer, answer)
+    for step in plan:
+        probabilities = step.model(morph, volunteers)  # (volunteer, model answer)
+        if step.grouping is not None:
+            probabilities = probabilities @ step.grouping  # (volunteer, answer)
+        n_answers = probabilities.shape[1]
+        probabilities = (1 - lapse) * probabilities + lapse / n_answers
         cumulative = np.cumsum(probabilities, axis=1)
         draws = rng.random(n)[:, None] * cumulative[:, -1:]
-        answers = np.minimum((cumulative < draws).sum(axis=1), len(groups) - 1)  # (volunteer,)
-        if question.asked_after:
-            parent = answer_index[question.asked_after[0]][0]
-            leads_here = np.zeros(len(schema.questions[parent].answers), dtype=bool)
-            leads_here[[answer_index[col][1] for col in question.asked_after]] = True
-            asked = reached[parent] & leads_here[chosen[parent]]
-        else:
+        answers = np.minimum((cumulative < draws).sum(axis=1), n_answers - 1)  # (volunteer,)
+        if step.parent is None:
             asked = np.ones(n, dtype=bool)
+        else:
+            asked = reached[step.parent] & step.leads_here[chosen[step.parent]]
         chosen.append(answers)
         reached.append(asked)
-        tally = np.bincount(answers[asked], minlength=len(groups))
-        counts.update({col: int(k) for col, k in zip(question.columns(), tally)})
+        tally = np.bincount(answers[asked], minlength=n_answers)
+        counts.update(zip(step.columns, tally.tolist()))
     return counts
 
 
@@ -736,8 +768,7 @@ def make_synthetic_catalog(
             f"{catalog_path} already exists; choose another out_dir, or overwrite it "
             "(overwrite=True, or --overwrite on the command line)"
         )
-    for question in schema.questions:
-        _answer_model(question)
+    _walk_plan(schema)  # fail before rendering anything
     image_dir = out_dir / "images"
     image_dir.mkdir(parents=True, exist_ok=True)
     rows = []
