@@ -181,7 +181,7 @@ def _read_export(path: Path) -> pd.DataFrame:
 def _loads(texts: pd.Series, column: str, export: pd.DataFrame, path) -> list:
     """json.loads every cell; raise naming the classifications (and CSV lines) that are not JSON."""
     parsed, bad = [], []
-    for index, text in texts.items():
+    for index, text in zip(texts.index, texts.to_numpy(dtype=object)):
         try:
             parsed.append(json.loads(text))
         except (json.JSONDecodeError, TypeError):
@@ -210,8 +210,17 @@ class _Tally:
         self.unknown_tasks: Counter = Counter()
         self.unknown_answers: Counter = Counter()
         self.empty = 0
+        self._simple: dict = {}  # (task, value) -> answer index, for single str/int values
 
     def add(self, row: int, annotation) -> None:
+        try:  # fast path: a single answer seen before (bools are never answers: True == 1)
+            value = annotation["value"]
+            if type(value) is not bool:
+                self.answers.append(self._simple[annotation["task"], value])
+                self.rows.append(row)
+                return
+        except (KeyError, TypeError):
+            pass
         if not isinstance(annotation, dict) or "task" not in annotation:
             self.unknown_answers[("?", repr(annotation)[:80])] += 1
             return
@@ -241,6 +250,8 @@ class _Tally:
                 continue
             self.rows.append(row)
             self.answers.append(self.schema_index[column])
+            if value is item and type(item) in (str, int):
+                self._simple[annotation["task"], item] = self.schema_index[column]
 
     def raise_unknown(self, path) -> None:
         if self.unknown_tasks:
