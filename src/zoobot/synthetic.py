@@ -38,6 +38,7 @@ ARTIFACTS = ("none", "star", "trail")
 BAR_CLASSES = ("strong", "weak", "none")
 WINDINGS = ("tight", "medium", "loose", "none")
 MERGER_CLASSES = ("none", "minor", "major", "merger")
+DISTURBANCE_RANGES = {"none": (0.0, 0.1), "minor": (0.25, 0.4), "major": (0.5, 0.7), "merger": (0.8, 1.0)}
 
 SKY_NOISE = 1.0  # per pixel per band; all surface brightnesses are in these units
 GAIN = 4.0  # Poisson-like noise: variance = sky_noise**2 + flux / GAIN
@@ -249,7 +250,7 @@ def sample_morphology(rng: np.random.Generator) -> Morphology:
             p["dust_lane"] = float(rng.uniform(0.3, 0.8))
 
     merger = MERGER_CLASSES[rng.choice(4, p=(0.75, 0.12, 0.08, 0.05))]
-    low, high = {"none": (0.0, 0.1), "minor": (0.25, 0.4), "major": (0.5, 0.7), "merger": (0.8, 1.0)}[merger]
+    low, high = DISTURBANCE_RANGES[merger]
     companion = merger == "merger"
     p.update(
         merger=merger, disturbance=float(rng.uniform(low, high)),
@@ -263,14 +264,16 @@ def sample_morphology(rng: np.random.Generator) -> Morphology:
         radius, angle = rng.uniform(0.0, 0.12), rng.uniform(0, 2 * math.pi)
         p.update(
             artifact_x=float(radius * math.cos(angle)), artifact_y=float(radius * math.sin(angle)),
-            artifact_angle=float(rng.uniform(0, 90)), artifact_brightness=float(rng.uniform(300, 3000)),
+            artifact_angle=float(rng.uniform(0, 90)),
+            artifact_brightness=float(rng.uniform(300, 3000)),
         )
         for key in ("surface_brightness", "bulge_amplitude", "disk_amplitude"):
             p[key] *= 0.5  # the galaxy behind a bright star is usually faint
     elif artifact == "trail":
         p.update(
             artifact_x=float(rng.uniform(-0.2, 0.2)), artifact_y=float(rng.uniform(-0.2, 0.2)),
-            artifact_angle=float(rng.uniform(0, 180)), artifact_brightness=float(rng.uniform(10, 40)),
+            artifact_angle=float(rng.uniform(0, 180)),
+            artifact_brightness=float(rng.uniform(10, 40)),
         )
     else:
         p.update(artifact_x=0.0, artifact_y=0.0, artifact_angle=0.0, artifact_brightness=0.0)
@@ -293,7 +296,8 @@ def _psf_transfer(size: int, sigma: float) -> np.ndarray:
     """rfft2 of a unit-sum Gaussian PSF, centred for circular convolution."""
     frequency_y = np.fft.fftfreq(size)[:, None]
     frequency_x = np.fft.rfftfreq(size)[None, :]
-    return np.exp(-2.0 * (math.pi * sigma) ** 2 * (frequency_x**2 + frequency_y**2)).astype(np.complex64)
+    transfer = np.exp(-2.0 * (math.pi * sigma) ** 2 * (frequency_x**2 + frequency_y**2))
+    return transfer.astype(np.complex64)
 
 
 def _rotate(x: np.ndarray, y: np.ndarray, angle_degrees: float) -> tuple[np.ndarray, np.ndarray]:
@@ -335,7 +339,8 @@ def _galaxy_components(morph: Morphology, x: np.ndarray, y: np.ndarray, size: in
             length = morph.bar_length * size
             m2 = (bar_x / length) ** 2 + (bar_y / (0.28 * length)) ** 2
             ferrers = np.clip(1.0 - m2, 0.0, None) ** 2
-            components["disk"] += 2.0 * morph.bar_strength * morph.disk_amplitude / math.sqrt(q) * ferrers
+            bar_amplitude = 2.0 * morph.bar_strength * morph.disk_amplitude / math.sqrt(q)
+            components["disk"] += bar_amplitude * ferrers
         if morph.n_arms > 0:
             theta = np.arctan2(disk_y, disk_x)
             log_r = np.log(np.maximum(disk_r, 0.5) / scale)
@@ -375,7 +380,8 @@ def _companion(morph: Morphology, x: np.ndarray, y: np.ndarray, size: int) -> np
     along, across = _rotate(cx, cy, -morph.companion_angle * 1.7)
     radius = np.hypot(along, across / 0.75)
     effective_radius = 0.03 * size
-    main_flux = morph.surface_brightness * 2.0 * math.pi * (max(morph.disk_scale, morph.bulge_radius) * size) ** 2
+    main_radius = max(morph.disk_scale, morph.bulge_radius) * size
+    main_flux = morph.surface_brightness * 2.0 * math.pi * main_radius**2
     amplitude = morph.companion_flux_ratio * main_flux / sersic_flux(1.0, effective_radius, 2.0, 0.75)
     return _sersic(radius, amplitude, effective_radius, 2.0)
 
@@ -448,7 +454,8 @@ def tile_images(images: list[np.ndarray], n_columns: int = 8, gap: int = 2) -> n
     grid = np.full((n_rows * step - gap, n_columns * step - gap, channels), 40, dtype=np.uint8)
     for i, image in enumerate(images):
         row, column = divmod(i, n_columns)
-        grid[row * step : row * step + size, column * step : column * step + size] = image.transpose(1, 2, 0)
+        top, left = row * step, column * step
+        grid[top : top + size, left : left + size] = image.transpose(1, 2, 0)
     return grid
 
 
@@ -470,7 +477,9 @@ class Volunteers:
         """(volunteer,) noisy readings of a true value."""
         return value + noise * self.rng.standard_normal(len(self))
 
-    def detect(self, visibility: float, floor: float, ceiling: float, steepness: float = 2.5) -> np.ndarray:
+    def detect(
+        self, visibility: float, floor: float, ceiling: float, steepness: float = 2.5
+    ) -> np.ndarray:
         """(volunteer,) probability to notice a feature: a logistic curve in log visibility."""
         seen = np.log(np.maximum(visibility * self.sensitivity, 1e-6))
         return floor + (ceiling - floor) / (1.0 + np.exp(-steepness * seen))
@@ -623,7 +632,9 @@ QUESTION_MAP: dict[tuple[str, tuple[str, ...]], tuple[str, tuple[tuple[int, ...]
     (GZ2.questions[7].name, GZ2.questions[7].answers): ("odd-feature", tuple((i,) for i in range(7))),
     (GZ2.questions[8].name, GZ2.questions[8].answers): ("edge-on-bulge", ((2,), (0,), (1,))),
     (GZ2.questions[9].name, GZ2.questions[9].answers): ("spiral-winding", ((0,), (1,), (2,))),
-    (GZ2.questions[10].name, GZ2.questions[10].answers): ("spiral-arm-count", tuple((i,) for i in range(6))),
+    (GZ2.questions[10].name, GZ2.questions[10].answers): (
+        "spiral-arm-count", tuple((i,) for i in range(6))
+    ),
 }
 
 
@@ -656,7 +667,9 @@ class _Step:
 @lru_cache(maxsize=16)
 def _walk_plan(schema: Schema) -> tuple[_Step, ...]:
     """Checked once per schema: raises ValueError for a question without a volunteer model."""
-    position = {col: (qi, ai) for qi, q in enumerate(schema.questions) for ai, col in enumerate(q.columns())}
+    position = {
+        col: (qi, ai) for qi, q in enumerate(schema.questions) for ai, col in enumerate(q.columns())
+    }
     steps = []
     for question in schema.questions:
         model, groups = _answer_model(question)
@@ -751,7 +764,7 @@ def make_synthetic_catalog(
     n_volunteers: float = 40.0,
     overwrite: bool = False,
 ) -> pd.DataFrame:
-    """Render ``n_galaxies`` PNGs into ``out_dir/images/`` and write ``out_dir/master_catalog.parquet``.
+    """Render PNGs into ``out_dir/images/`` and write ``out_dir/master_catalog.parquet``.
 
     The catalog holds ``id_str``, ``file_loc`` (relative to ``out_dir`` in the file), one vote
     column per answer of ``schema`` and the true morphology as ``true_*`` columns. It is written

@@ -10,7 +10,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from zoobot.cli.app import app, fail
 from zoobot.schema import SCHEMAS, get_schema
-from zoobot.synthetic import galaxy_streams, make_synthetic_catalog, render, sample_morphology, summarize, tile_images
+from zoobot.synthetic import (
+    galaxy_streams,
+    make_synthetic_catalog,
+    render,
+    sample_morphology,
+    summarize,
+    tile_images,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -36,10 +43,14 @@ def synthesize_command(
     n_galaxies: int = typer.Option(2000, min=1, help="Number of galaxies."),
     size: int = typer.Option(64, min=16, help="Image size in pixels."),
     channels: int = typer.Option(3, help="3 (colour, z/r/g as RGB) or 1 (greyscale)."),
-    seed: int = typer.Option(0, help="Galaxy i is the same for a given seed, whatever --n-galaxies."),
-    schema: str = typer.Option("decals-dr5", help=f"Decision tree for the votes: one of {sorted(SCHEMAS)}."),
+    seed: int = typer.Option(0, help="Galaxy i is the same for a seed, whatever --n-galaxies."),
+    schema: str = typer.Option(
+        "decals-dr5", help=f"Decision tree for the votes: one of {sorted(SCHEMAS)}."
+    ),
     volunteers: float = typer.Option(40.0, min=1.0, help="Mean volunteers per galaxy (Poisson)."),
-    preview: Optional[Path] = typer.Option(None, help="Also save a grid PNG of the first 32 galaxies."),
+    preview: Optional[Path] = typer.Option(
+        None, help="Also save a grid PNG of the first 32 galaxies."
+    ),
     overwrite: bool = typer.Option(False, help="Replace an existing master_catalog.parquet."),
 ) -> None:
     """Render synthetic galaxies and simulate volunteer votes into a master catalog."""
@@ -67,7 +78,8 @@ def synthesize_command(
     logger.info("wrote %d galaxies (%d px, %d channels) -> %s", len(catalog), size, channels,
                 out_dir / "master_catalog.parquet")
     logger.info(
-        "true kinds: %.1f%% smooth, %.1f%% featured, %.1f%% artifact; %.1f volunteers per galaxy on average",
+        "true kinds: %.1f%% smooth, %.1f%% featured, %.1f%% artifact; "
+        "%.1f volunteers per galaxy on average",
         100 * summary["fraction_smooth"], 100 * summary["fraction_featured"],
         100 * summary["fraction_artifact"], summary["mean_volunteers"],
     )
