@@ -32,7 +32,7 @@ from itertools import combinations
 from typing import Iterable, Protocol
 
 import numpy as np
-from scipy.special import gammaln, xlog1py, xlogy
+from scipy.special import gammaln, xlogy
 
 from zoobot.schema import Schema
 
@@ -43,10 +43,10 @@ MAX_EXACT_OUTCOMES = 20_000
 DRAWS_PER_SAMPLE = 64
 STRATEGIES = ("top-k", "power", "softmax")
 #: Working arrays are processed in galaxy chunks of at most about this many float64 elements.
-_CHUNK_ELEMENTS = 1 << 20
+_CHUNK_ELEMENTS = 1 << 18
 _MAX_NAMED = 10
 #: log 0 = -inf is replaced by this before multiplying by p = 0, so that 0 * log 0 = 0 without a
-#: second logarithm (as xlogy(p, p) would need) over the largest array.
+#: second logarithm over the largest array (as xlogy(p, p) would need).
 _MOST_NEGATIVE = np.finfo(np.float64).min
 
 
@@ -153,21 +153,28 @@ def _in_chunks(fn, arrays: tuple[np.ndarray, ...], elements_per_galaxy: int):
 
 
 def _enumerated_entropies(log_p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """H[mean_t p_t] and mean_t H[p_t] from log p of every vote outcome."""
+    """H[mean_t p_t] and mean_t H[p_t] from log p of every vote outcome; overwrites log_p."""
     p = np.exp(log_p)  # (galaxy, sample, outcome)
     p_mean = p.mean(axis=1)  # (galaxy, outcome)
     entropy_of_mean = -xlogy(p_mean, p_mean).sum(axis=-1)  # (galaxy,)
-    finite_log_p = np.maximum(log_p, _MOST_NEGATIVE)  # (galaxy, sample, outcome); 0 * log 0 = 0
-    mean_entropy = -(p * finite_log_p).sum(axis=-1).mean(axis=-1)  # (galaxy,)
+    np.maximum(log_p, _MOST_NEGATIVE, out=log_p)  # log 0 = -inf -> finite, so that 0 * log 0 = 0
+    p *= log_p  # (galaxy, sample, outcome): p log p
+    mean_entropy = -p.sum(axis=-1).mean(axis=-1)  # (galaxy,)
     return entropy_of_mean, mean_entropy
 
 
 def _binomial_log_pmf(rho: np.ndarray, n: int) -> np.ndarray:
-    """log Binomial(k | n, rho) for k = 0..n; xlogy makes 0 log 0 = 0 at rho = 0 or 1."""
+    """log Binomial(k | n, rho) for k = 0..n, with 0 log 0 = 0 at rho = 0 or 1 (as xlogy)."""
     k = np.arange(n + 1)  # (outcome,)
     log_choose = gammaln(n + 1) - gammaln(k + 1) - gammaln(n - k + 1)  # (outcome,)
-    rho = rho[..., None]  # (galaxy, sample, 1)
-    return log_choose + xlogy(k, rho) + xlog1py(n - k, -rho)  # (galaxy, sample, outcome)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_p = k * np.log(rho)[..., None]  # (galaxy, sample, outcome): k log rho
+        votes_against = (n - k) * np.log1p(-rho)[..., None]  # (galaxy, sample, outcome)
+    log_p[..., 0] = 0.0  # k = 0: 0 log rho = 0, also at rho = 0
+    votes_against[..., n] = 0.0  # k = n: 0 log(1 - rho) = 0, also at rho = 1
+    log_p += votes_against
+    log_p += log_choose
+    return log_p  # (galaxy, sample, outcome)
 
 
 def _binomial_entropies(rho: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -262,7 +269,8 @@ def _dirmult_exact_entropies(alpha: np.ndarray, n: int) -> tuple[np.ndarray, np.
     for answer_offsets in offsets[1:]:
         log_p += table[:, answer_offsets]  # (galaxy*sample, outcome): sum over answers
     log_p = log_p.reshape(n_galaxies, n_samples, -1)  # (galaxy, sample, outcome)
-    log_p += _log_normaliser(alpha, n)[..., None] + log_coefficient  # (galaxy, sample, outcome)
+    log_p += _log_normaliser(alpha, n)[..., None]  # (galaxy, sample, outcome)
+    log_p += log_coefficient  # (galaxy, sample, outcome)
     return _enumerated_entropies(log_p)
 
 
