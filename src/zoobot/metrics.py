@@ -20,6 +20,8 @@ rho -> (rho, 1 - rho); alpha -> alpha / sum(alpha) within each question.
 - ``fraction_mae`` / ``fraction_rmse``: errors of the expected vote fractions (sample mean)
   against the volunteers' vote fractions, over the answers of the question, on galaxies with
   at least one vote on it.
+  The overall ``mae`` / ``rmse`` pool the errors of every (galaxy, answer) whose question has
+  votes.
 - ``accuracy``: on galaxies with a *confident volunteer majority* (top answer fraction
   >= ``confident_fraction`` with >= ``min_votes`` votes on the question), the fraction where the
   predicted top answer equals the volunteers' top answer; ``n_confident`` counts them.
@@ -146,6 +148,7 @@ def evaluate_predictions(
     observed = schema.vote_fractions(counts)  # (galaxy, answer)
 
     questions = {}
+    all_errors = []
     for q, (question, (start, stop)) in enumerate(zip(schema.questions, schema.answer_groups)):
         n_votes = counts[:, start:stop].sum(axis=1)  # (galaxy,)
         has_votes = n_votes > 0
@@ -153,6 +156,7 @@ def evaluate_predictions(
         top_observed = observed[:, start:stop].argmax(axis=1)
         top_predicted = predicted[:, start:stop].argmax(axis=1)
         correct = top_observed == top_predicted
+        all_errors.append(error.ravel())
         confident = has_votes & (n_votes >= min_votes) & (observed[:, start:stop].max(axis=1) >= confident_fraction)
         questions[question.name] = {
             "n_galaxies_with_votes": int(has_votes.sum()),
@@ -167,6 +171,8 @@ def evaluate_predictions(
     return {
         "loss": float(mean_loss.sum(axis=1).mean()) if len(counts) else None,
         "mixture_loss": float(mixture_loss.sum(axis=1).mean()) if len(counts) else None,
+        "mae": _mean_or_none(np.abs(np.concatenate(all_errors))),
+        "rmse": None if not sum(e.size for e in all_errors) else float(np.sqrt((np.concatenate(all_errors) ** 2).mean())),
         "n_galaxies": int(len(counts)),
         "n_samples": int(predictions.shape[1]),
         "likelihood": likelihood,
@@ -193,6 +199,7 @@ def format_metrics(metrics: dict) -> str:
     lines.append(
         f"overall: loss {cell(metrics['loss'])} (summed over questions, mean over "
         f"{metrics['n_galaxies']} galaxies), mixture loss {cell(metrics['mixture_loss'])}, "
+        f"fraction MAE {cell(metrics['mae'])}, RMSE {cell(metrics['rmse'])}, "
         f"{metrics['n_samples']} MC samples"
     )
     return "\n".join(lines)

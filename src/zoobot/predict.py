@@ -75,7 +75,7 @@ def samples_per_view(n_samples: int, n_views: int) -> list[int]:
     return [base + (view < extra) for view in range(n_views)]
 
 
-def _check_options(n_samples: int, batch_size: int, precision: str, tta_views: int) -> str:
+def check_predict_options(n_samples: int, batch_size: int, precision: str, tta_views: int) -> str:
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
     if batch_size < 1:
@@ -168,7 +168,7 @@ def predict_image_batches(
     caller's code between batches runs as usual. ``channels_last`` converts the model's memory
     layout in place (values are unchanged); it was 1.3x faster on CPU in fp32.
     """
-    precision = _check_options(n_samples, 1, precision, tta_views)
+    precision = check_predict_options(n_samples, 1, precision, tta_views)
     adapter = _InputAdapter(model, channels_last)
     if channels_last:
         model.to(memory_format=torch.channels_last)
@@ -206,7 +206,7 @@ def predict_batches(
     Dirichlet concentrations for a tree. precision "32" or "bf16" (autocast; the head's output
     stays float32). tta_views 0 or 1: no test-time augmentation.
     """
-    _check_options(n_samples, batch_size, precision, tta_views)
+    check_predict_options(n_samples, batch_size, precision, tta_views)
     positions = _positions_for(reader, ids, split)
     images = reader.iter_batches(positions, batch_size)
     yield from predict_image_batches(model, images, n_samples, precision, tta_views, channels_last=channels_last)
@@ -422,7 +422,7 @@ def predict_to_parquet(
         positions = reader.split_positions(ids_or_split)
     else:
         positions = reader.positions(ids_or_split)
-    _check_options(n_samples, batch_size, precision, tta_views)
+    check_predict_options(n_samples, batch_size, precision, tta_views)
     batches = predict_image_batches(
         model, reader.iter_batches(positions, batch_size), n_samples, precision, tta_views
     )

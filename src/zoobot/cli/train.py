@@ -1,0 +1,160 @@
+"""`zoobot train`: train a model on the train split of a shard folder, early-stop on its eval split."""
+
+import logging
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+
+from zoobot.cli.app import app, fail
+from zoobot.schema import SCHEMAS, Schema, get_schema
+
+logger = logging.getLogger(__name__)
+
+
+def quiet_lightning() -> None:
+    """Lightning adds its own stderr handler when imported before logging is configured; the
+    root handler already prints its messages, so drop the duplicate. Hide a deprecation warning
+    that Lightning's own code triggers under this torch version."""
+    root_handlers = logging.getLogger().handlers
+    lightning_logger = logging.getLogger("lightning")
+    if root_handlers:
+        for handler in list(lightning_logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                lightning_logger.removeHandler(handler)
+    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
+        logging.getLogger(name).addFilter(lambda record: "litlogger" not in record.getMessage())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+
+
+def resolve_device(accelerator: str) -> str:
+    """The torch device for prediction after training: CUDA when asked for (or 'auto') and present."""
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"
+
+
+def manifest_votes(reader, schema: Schema, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, counts (galaxy, answer)) of one split, columns in ``schema.answer_columns`` order."""
+    missing = [c for c in schema.answer_columns if c not in reader.manifest.columns]
+    if missing:
+        fail(
+            f"{reader.shard_dir}: the manifest has no vote columns {missing[:5]} for schema "
+            f"{schema.name!r}; its shards were made for {reader.schema_spec!r}. Pass a --schema "
+            "whose questions the shards hold, or omit --schema"
+        )
+    positions = reader.split_positions(split)
+    counts = reader.manifest[schema.answer_columns].to_numpy(dtype=np.int64)[positions]
+    return np.asarray(reader.ids(split)).astype(str), counts
+
+
+def evaluate_split(model, reader, schema: Schema, split: str, n_samples: int, batch_size: int, precision: str) -> dict:
+    """Predict one labelled split of the shards and compare with the manifest's votes."""
+    from zoobot.metrics import evaluate_predictions
+    from zoobot.predict import predict_batches
+
+    ids, counts = manifest_votes(reader, schema, split)
+    chunks = [p for _, p in predict_batches(model, reader, split=split, n_samples=n_samples, batch_size=batch_size, precision=precision)]
+    predictions = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, model.n_outputs), np.float32)
+    return evaluate_predictions(predictions, counts, schema)
+
+
+@app.command("train")
+def train_command(
+    shard_dir: Path = typer.Option(..., help="Shard folder (zoobot make-shards): trains on 'train', early-stops on 'eval'."),
+    save_dir: Path = typer.Option(..., help="Folder for checkpoints, logs and metrics.json."),
+    architecture: str = typer.Option("efficientnet_b0", help="zoobot-2019, or any timm model name (no pretrained weights)."),
+    schema: Optional[str] = typer.Option(
+        None, help=f"Decision tree ({sorted(SCHEMAS)} or NAME:q1,q2); default: the shards' own."
+    ),
+    epochs: int = typer.Option(20, help="Most epochs to train."),
+    batch_size: int = typer.Option(64, help="Galaxies per step (per device)."),
+    learning_rate: float = typer.Option(1e-3, help="AdamW learning rate."),
+    weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
+    dropout_rate: float = typer.Option(0.2, help="Head dropout (always on, also for MC prediction)."),
+    patience: int = typer.Option(5, help="Stop after this many epochs without a better eval loss."),
+    precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed (CPU too), 16-mixed (GPU)."),
+    accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu."),
+    devices: str = typer.Option("auto", help="Lightning devices: auto, 2, 0,1."),
+    strategy: str = typer.Option("auto", help="Lightning strategy, e.g. ddp for several GPUs or nodes."),
+    num_nodes: int = typer.Option(1, help="Machines for multi-node DDP."),
+    num_workers: int = typer.Option(0, help="DataLoader worker processes per device."),
+    seed: int = typer.Option(42, help="Seed for weights, shuffling and augmentations."),
+    warm_start: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log for TensorBoard (needs the tensorboard package)."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips, rotations and crops."),
+    greyscale: bool = typer.Option(False, "--greyscale", help="Train on greyscale (RGB shards converted on the fly)."),
+    save_top_k: int = typer.Option(1, help="Keep this many best checkpoints."),
+    eval_samples: int = typer.Option(15, help="MC dropout samples for the final evaluation."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Lightning's progress bar."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace checkpoints already in --save-dir."),
+) -> None:
+    """Train a model; print the eval split's metrics per question and write them to SAVE_DIR/metrics.json."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from zoobot.metrics import format_metrics
+    from zoobot.shards import ShardError, ShardReader
+    from zoobot.training import TrainSettings, load_model, train_model, write_json_atomic
+
+    quiet_lightning()
+
+    try:
+        reader = ShardReader(shard_dir)
+        chosen = get_schema(schema or reader.schema_spec)
+    except (ShardError, KeyError) as error:
+        fail(str(error.args[0] if isinstance(error, KeyError) else error))
+    train_ids, train_counts = manifest_votes(reader, chosen, "train")
+    eval_ids, eval_counts = manifest_votes(reader, chosen, "eval")
+    for name, counts in (("train", train_counts), ("eval", eval_counts)):
+        if len(counts) == 0:
+            fail(f"{shard_dir}: the {name} split is empty; make shards with labelled galaxies and --eval-size > 0")
+    voted = train_counts.sum(axis=1) > 0
+    if not voted.all():
+        logger.info("leaving out %d train galaxies without votes on %s", int((~voted).sum()), chosen.name)
+        train_ids, train_counts = train_ids[voted], train_counts[voted]
+    try:
+        settings = TrainSettings(
+            architecture=architecture, dropout_rate=dropout_rate, batch_size=batch_size, epochs=epochs,
+            learning_rate=learning_rate, weight_decay=weight_decay, patience=patience, precision=precision,
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+            num_workers=num_workers, seed=seed, augment=augment, greyscale=greyscale,
+            save_top_k=save_top_k, tensorboard=tensorboard, progress_bar=progress,
+        )
+        logger.info(
+            "training %s on %d galaxies (eval %d), %d px, schema %s",
+            architecture, len(train_ids), len(eval_ids), reader.size, chosen.name,
+        )
+        result = train_model(
+            shard_dir, chosen, train_ids, train_counts, eval_ids, eval_counts, settings, save_dir,
+            warm_start=warm_start, overwrite=overwrite,
+        )
+    except (ValueError, FileExistsError, FileNotFoundError, ModuleNotFoundError) as error:
+        fail(str(error))
+    if rank_zero_only.rank != 0:  # DDP: the other ranks stop here
+        return
+    logger.info(
+        "best eval loss %.4f after %d epochs (%.0f s): %s",
+        result.best_eval_loss, result.epochs_trained, result.seconds, result.best_checkpoint,
+    )
+    model = load_model(result.best_checkpoint).to(resolve_device(accelerator))
+    predict_precision = "bf16" if precision.startswith("bf16") else "32"
+    metrics = evaluate_split(model, reader, chosen, "eval", eval_samples, 256, predict_precision)
+    typer.echo(format_metrics(metrics))
+    record = {
+        "split": "eval",
+        "shard_dir": str(Path(shard_dir).resolve()),
+        "best_checkpoint": str(result.best_checkpoint),
+        "best_eval_loss": result.best_eval_loss,
+        "epochs_trained": result.epochs_trained,
+        "train_seconds": result.seconds,
+        "history": result.history,
+        "settings": asdict(settings),
+        "metrics": metrics,
+    }
+    write_json_atomic(record, Path(save_dir) / "metrics.json")
+    typer.echo(f"metrics written to {Path(save_dir) / 'metrics.json'}")
