@@ -39,7 +39,11 @@ class InvalidVotesError(ValueError):
 def _describe_galaxies(bad_rows: torch.Tensor, ids: Sequence | None) -> str:
     """'galaxies 3, 7 (2 in all)' by index, or 'galaxies id_str a, b (2 in all)'."""
     rows = torch.nonzero(bad_rows.reshape(len(bad_rows), -1).any(dim=1)).flatten().tolist()
-    names = [str(name) for name in np.asarray(list(ids), dtype=object)[rows]] if ids is not None else [str(row) for row in rows]
+    if ids is None:
+        names = [str(row) for row in rows]
+    else:
+        id_list = list(ids)  # positional, also for a pandas Series with its own index
+        names = [str(id_list[row]) for row in rows]
     shown = ", ".join(names[:N_GALAXIES_SHOWN]) + (", ..." if len(names) > N_GALAXIES_SHOWN else "")
     label = "galaxies id_str" if ids is not None else "galaxies at indices"
     return f"{label} {shown} ({len(names)} in all)"
@@ -114,7 +118,8 @@ def binomial_nll(
              "expected a vote fraction; pass sigmoid outputs"),
             ("negative k", k, k >= 0, InvalidVotesError, "expected vote counts >= 0; fix the catalog"),
             ("k > N", k, k <= n, InvalidVotesError,
-             "expected k (votes for the first answer) <= N (all votes)"),
+             "expected k (votes for the first answer) <= N (all votes); a negative count for the "
+             "second answer gives this too: fix the catalog"),
         ],
         ids,
         len(rho),
@@ -190,7 +195,8 @@ def dirichlet_multinomial_nll(
         ids,
         len(alpha),
     )
-    per_answer = torch.lgamma(counts + alpha) - torch.lgamma(alpha) - torch.lgamma(counts + 1)  # (galaxy, answer)
+    # (galaxy, answer)
+    per_answer = torch.lgamma(counts + alpha) - torch.lgamma(alpha) - torch.lgamma(counts + 1)
     total_alpha = _sum_per_question(alpha, schema)  # (galaxy, question)
     total_votes = _sum_per_question(counts, schema)  # (galaxy, question)
     log_prob = (

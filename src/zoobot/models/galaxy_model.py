@@ -81,7 +81,7 @@ class GalaxyModel(nn.Module):
         return images
 
     def forward_features(self, images: torch.Tensor) -> torch.Tensor:
-        """Images (batch, channels, H, W), uint8 or float in [0, 1] -> pooled features (batch, n_features)."""
+        """Images (batch, channels, H, W), uint8 or float in [0, 1] -> features (batch, n_features)."""
         features = self.backbone(self.prepare_images(images))  # (batch, feature)
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise ValueError(
@@ -92,7 +92,7 @@ class GalaxyModel(nn.Module):
         return features
 
     def forward_head(self, features: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        """Features (batch, n_features) -> (batch, n_samples, n_outputs), a new dropout mask per sample."""
+        """Features (batch, n_features) -> (batch, n_samples, n_outputs); a new mask per sample."""
         return self.head(features, n_samples=n_samples)
 
     def forward(self, images: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
@@ -145,8 +145,12 @@ def create_model(
     """
     resolved = _resolve_schema(schema)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
-        raise ValueError(f"channels: expected an int >= 1 (3 for RGB, 1 for greyscale), got {channels!r}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1):
+        raise ValueError(
+            f"channels: expected an int >= 1 (3 for RGB, 1 for greyscale), got {channels!r}"
+        )
+    if image_size is not None and (
+        isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
+    ):
         raise ValueError(f"image_size: expected a positive int or None, got {image_size!r}")
     backbone = build_backbone(architecture, channels=channels, image_size=image_size, **backbone_kwargs)
     likelihood = likelihood_for_schema(resolved)
@@ -175,7 +179,9 @@ def model_from_config(config: dict[str, Any], schema: Schema | None = None) -> G
     """
     missing = [key for key in ("architecture", "schema") if key not in config]
     if missing:
-        raise KeyError(f"model config lacks {missing}; expected at least {list(CONFIG_KEYS)}, got {sorted(config)}")
+        raise KeyError(
+            f"model config lacks {missing}; expected at least {list(CONFIG_KEYS)}, got {sorted(config)}"
+        )
     kwargs = dict(config)
     name = kwargs.pop("schema")
     if schema is None:
