@@ -42,6 +42,8 @@ MAX_EXACT_OUTCOMES = 20_000
 #: Monte Carlo vote outcomes drawn per dropout sample, per galaxy and question.
 DRAWS_PER_SAMPLE = 64
 STRATEGIES = ("top-k", "power", "softmax")
+#: Smallest concentration accepted (float32 cannot go below 1.4e-45 anyway).
+MIN_CONCENTRATION = 1e-300
 #: Working arrays are processed in galaxy chunks of at most about this many float64 elements.
 _CHUNK_ELEMENTS = 1 << 18
 _MAX_NAMED = 10
@@ -79,7 +81,7 @@ def _named(index: np.ndarray) -> str:
 
 def _raise_for_galaxies(bad: np.ndarray, what: str) -> None:
     """Raise if any galaxy (axis 0 of ``bad``) has a True entry."""
-    per_galaxy = bad.reshape(bad.shape[0], -1).any(axis=1)
+    per_galaxy = bad.reshape(bad.shape[0], -1).any(axis=1) if bad.size else np.zeros(bad.shape[0], bool)
     if per_galaxy.any():
         index = np.flatnonzero(per_galaxy)
         raise InvalidPredictionsError(f"{what}: {_named(index)}", index)
@@ -113,6 +115,11 @@ def _check_alpha(alpha, schema: Schema | None) -> np.ndarray:
         )
     _check_finite(alpha, "alpha")
     _raise_for_galaxies(alpha <= 0, "alpha <= 0; expected Dirichlet concentrations > 0")
+    _raise_for_galaxies(
+        alpha < MIN_CONCENTRATION,
+        f"alpha below {MIN_CONCENTRATION:g}, which no float32 model output reaches and the vote sampler "
+        "cannot resolve; expected larger concentrations",
+    )
     return alpha
 
 
@@ -134,18 +141,18 @@ def _resolve_rng(rng) -> np.random.Generator:
     raise TypeError(f"expected rng as np.random.Generator, int seed or None, got {type(rng).__name__}")
 
 
-def _in_chunks(fn, arrays: tuple[np.ndarray, ...], elements_per_galaxy: int):
-    """Apply ``fn`` to galaxy chunks of ``arrays`` so working memory stays bounded.
+def _in_chunks(fn, array: np.ndarray, elements_per_galaxy: int) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``fn`` to galaxy chunks of ``array`` so that working memory stays bounded.
 
-    ``fn`` returns a tuple of arrays with galaxies on axis 0; the chunks are concatenated.
+    ``fn`` maps a chunk (galaxy, ...) to two (galaxy,) arrays; the chunks are concatenated.
     """
-    n_galaxies = arrays[0].shape[0]
+    n_galaxies = array.shape[0]
+    if n_galaxies == 0:
+        return np.zeros(0), np.zeros(0)
     size = max(1, _CHUNK_ELEMENTS // max(1, elements_per_galaxy))
-    parts = [fn(*(a[start : start + size] for a in arrays)) for start in range(0, n_galaxies, size)]
-    if not parts:
-        empty = fn(*(a[:0] for a in arrays))
-        return empty
-    return tuple(np.concatenate(column) for column in zip(*parts))
+    parts = [fn(array[start : start + size]) for start in range(0, n_galaxies, size)]
+    first, second = zip(*parts)
+    return np.concatenate(first), np.concatenate(second)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,9 +185,7 @@ def _binomial_log_pmf(rho: np.ndarray, n: int) -> np.ndarray:
 
 
 def _binomial_entropies(rho: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    return _in_chunks(
-        lambda r: _enumerated_entropies(_binomial_log_pmf(r, n)), (rho,), rho.shape[1] * (n + 1) * 4
-    )
+    return _in_chunks(lambda r: _enumerated_entropies(_binomial_log_pmf(r, n)), rho, rho.shape[1] * (n + 1) * 4)
 
 
 def binomial_bald(rho, expected_votes: int = DEFAULT_EXPECTED_VOTES) -> np.ndarray:
@@ -332,11 +337,9 @@ def _question_entropies(
     n_outcomes = n_vote_outcomes(n_answers, n)
     if n_outcomes <= max_outcomes:
         per_galaxy = n_samples * (n_outcomes + n_answers * (n + 1)) * 3
-        return _in_chunks(lambda a: _dirmult_exact_entropies(a, n), (alpha,), per_galaxy)
+        return _in_chunks(lambda a: _dirmult_exact_entropies(a, n), alpha, per_galaxy)
     per_galaxy = n_samples * draws_per_sample * (n_samples * 3 + n_answers * 3)
-    return _in_chunks(
-        lambda a: _dirmult_sampled_entropies(a, n, draws_per_sample, rng), (alpha,), per_galaxy
-    )
+    return _in_chunks(lambda a: _dirmult_sampled_entropies(a, n, draws_per_sample, rng), alpha, per_galaxy)
 
 
 def _check_estimator_options(max_outcomes, draws_per_sample) -> None:
