@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -114,6 +115,9 @@ def test_config_round_trip(architecture):
     with torch.no_grad():
         assert torch.equal(rebuilt.forward_features(images()), model.forward_features(images()))
     assert rebuilt.config == model.config
+    config["dropout_rate"] = 0.9
+    model.config["dropout_rate"] = 0.9
+    assert model.config["dropout_rate"] == 0.2  # callers get a copy
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
@@ -153,6 +157,7 @@ def test_head_dropout_ignores_training_flag():
     out = head(features, n_samples=8)  # (galaxy, sample, answer)
     assert out.shape == (2, 8, 3)
     assert (out.std(dim=1) > 0).all()
+    assert head(features, n_samples=np.int64(2)).shape == (2, 2, 3)
     no_dropout = VoteHead(64, 3, dropout_rate=0.0, likelihood=DIRICHLET_MULTINOMIAL)
     still = no_dropout(features, n_samples=4)
     assert torch.equal(still[:, 0], still[:, 3])

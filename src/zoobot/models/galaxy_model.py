@@ -59,7 +59,12 @@ class GalaxyModel(nn.Module):
         self.n_features = head.linear.in_features
         self.channels = channels
         self.image_size = image_size
-        self.config = config
+        self._config = dict(config)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A copy of the plain-dict config: ``model_from_config(model.config)`` rebuilds this module."""
+        return dict(self._config)
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         """Check shape and dtype; uint8 -> float in [0, 1] (the head's float dtype)."""
@@ -85,7 +90,7 @@ class GalaxyModel(nn.Module):
         features = self.backbone(self.prepare_images(images))  # (batch, feature)
         if features.ndim != 2 or features.shape[1] != self.n_features:
             raise ValueError(
-                f"backbone {self.config['architecture']!r} returned shape {tuple(features.shape)}; "
+                f"backbone {self._config['architecture']!r} returned shape {tuple(features.shape)}; "
                 f"expected pooled features (batch, {self.n_features}). Do not pass backbone kwargs "
                 "that turn off pooling (e.g. global_pool='')"
             )

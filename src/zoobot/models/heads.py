@@ -17,6 +17,8 @@ Two likelihoods:
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,8 +81,9 @@ class VoteHead(nn.Module):
         self.linear = nn.Linear(n_features, n_outputs)
 
     def forward(self, features: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
             raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
+        n_samples = int(n_samples)
         if features.ndim != 2 or features.shape[1] != self.linear.in_features:
             raise ValueError(
                 f"features: expected shape (batch, {self.linear.in_features}), "
