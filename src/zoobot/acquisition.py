@@ -283,8 +283,8 @@ def _sample_dirmult(alpha: np.ndarray, n: int, draws: int, rng: np.random.Genera
     """Draw vote counts from DirMult(n, alpha_t), ``draws`` per dropout sample t.
 
     alpha: (galaxy, sample, answer) -> counts (galaxy, sample, draws, answer). The Dirichlet step
-    works in log space, log Gamma(a) = log Gamma(a + 1) + log(U) / a, so that tiny alphas do not
-    underflow to an all-zero probability vector.
+    normalises Gamma(alpha_i) variates in log space, using G = G' U^(1/a) with G' ~ Gamma(a + 1)
+    and U ~ Uniform(0, 1), so that tiny alphas do not underflow to an all-zero probability vector.
     """
     a = alpha[:, :, None, :]  # (galaxy, sample, 1, answer)
     shape = alpha.shape[:2] + (draws, alpha.shape[2])
