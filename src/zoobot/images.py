@@ -7,8 +7,8 @@
   16-bit greyscale PNGs are scaled to 8 bits by dividing by 257 (65535 -> 255).
 - **JPEG downscaling.** ``Image.draft`` asks libjpeg to decode at 1/2, 1/4 or 1/8 scale, the
   smallest that is still at least ``size`` pixels, and the rest is done by the resize. On the
-  423 px SDSS JPEGs at 128 px this is about 4x faster than a full decode and differs from it
-  by 0.7 grey levels on average.
+  423 px SDSS JPEGs at 128 px this is about 2x faster than a full decode and differs from
+  it by 0.6 grey levels on average (see docs/shards.md).
 - **FITS.** The first HDU holding data is read: a 2D image ``(H, W)`` or a cube ``(C, H, W)``
   whose bands are taken in cube order as channels (a 3-band cube becomes R, G, B in the order
   stored; a 1-band cube is repeated for RGB; for greyscale the stretched bands are averaged).
