@@ -1,0 +1,168 @@
+"""The active-learning loop end to end on tiny synthetic galaxies, including kill-and-resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from zoobot.catalog import define_experiment, save_experiment
+from zoobot.cli import app
+from zoobot.cli.loop import build_instructions
+from zoobot.loop.iteration import completed_iterations, iteration_dir, run_iteration
+from zoobot.loop.instructions import load_instructions
+from zoobot.loop.ledger import LABELLED, REQUESTED, Ledger
+from zoobot.schema import get_schema
+from zoobot.shards import write_shards
+from zoobot.synthetic import make_synthetic_catalog
+
+SCHEMA = get_schema("decals-dr5:smooth-or-featured")
+N_TRAIN, N_EVAL, N_POOL, PER_ITERATION = 20, 20, 80, 10
+
+
+@pytest.fixture(scope="module")
+def simulation(tmp_path_factory):
+    """(catalog_dir, shard_dir) of a 120-galaxy simulation at 32 px."""
+    root = tmp_path_factory.mktemp("simulation")
+    catalog = make_synthetic_catalog(N_TRAIN + N_EVAL + N_POOL, root / "synthetic", size=32, channels=3, seed=3)
+    experiment = define_experiment(catalog, SCHEMA, retirement=1, seed=0, simulation_size=N_POOL)
+    save_experiment(experiment, SCHEMA, root / "catalogs", {})
+    write_shards(
+        experiment.simulation_labelled, experiment.simulation_unlabelled, root / "shards", SCHEMA,
+        eval_size=N_EVAL, size=32, channels=3,
+    )
+    return root / "catalogs", root / "shards"
+
+
+def make_experiment(simulation, experiment_dir, **options):
+    catalog_dir, shard_dir = simulation
+    return build_instructions(catalog_dir, shard_dir, experiment_dir, test=True, epochs=1, seed=5, **options)
+
+
+def ledger_state(experiment_dir):
+    ledger = Ledger(experiment_dir / "ledger.sqlite", SCHEMA.n_answers)
+    ids, votes = ledger.labelled_votes()
+    state = ledger.snapshot(), ids, votes.tolist()
+    ledger.close()
+    return state
+
+
+def test_instructions_rebuild_from_disk(simulation, tmp_path):
+    make_experiment(simulation, tmp_path / "exp", baseline=True, warm_start=True)
+    model, acquisition, instructions = load_instructions(tmp_path / "exp" / "instructions")
+    assert model.train.architecture == "zoobot-2019"
+    assert model.warm_start
+    assert acquisition.function == "random"
+    assert acquisition.n_samples == 2
+    assert instructions.subjects_per_iteration == PER_ITERATION
+    assert instructions.schema == SCHEMA.name
+    ledger = Ledger(tmp_path / "exp" / "ledger.sqlite", SCHEMA.n_answers)
+    assert ledger.counts() == {"unlabelled": N_POOL, "requested": 0, "labelled": N_TRAIN}
+    ledger.close()
+
+
+def test_iterations_acquire_collect_and_record_metrics(simulation, tmp_path):
+    experiment = make_experiment(simulation, tmp_path / "exp", warm_start=True)
+    for _ in range(3):
+        run_iteration(experiment)
+    assert completed_iterations(experiment) == [1, 2, 3]
+    assert not list((experiment / "iterations").glob(".*partial"))
+    ledger = Ledger(experiment / "ledger.sqlite", SCHEMA.n_answers)
+    # votes requested in iteration n arrive in iteration n + 1
+    assert ledger.counts() == {"unlabelled": N_POOL - 3 * PER_ITERATION, "requested": PER_ITERATION,
+                               "labelled": N_TRAIN + 2 * PER_ITERATION}
+    assert ledger.requested_in(3) == ledger.ids(REQUESTED)
+    ledger.close()
+    metrics = pd.read_csv(experiment / "metrics.csv")
+    assert metrics["n_labelled"].tolist() == [20, 30, 40]
+    assert metrics["n_acquired"].tolist() == [PER_ITERATION] * 3
+    assert np.isfinite(metrics["eval_loss"]).all()
+    first = iteration_dir(experiment, 1)
+    acquired = pd.read_csv(first / "acquired.csv", dtype={"id_str": str})["id_str"]
+    scores = pd.read_parquet(first / "scores.parquet").set_index("id_str")["score"]
+    assert len(scores) == N_POOL
+    assert scores.loc[acquired].min() >= scores.drop(acquired).max()  # BALD top-k
+    train_record = json.loads((iteration_dir(experiment, 2) / "train_result.json").read_text())
+    assert (iteration_dir(experiment, 2) / train_record["checkpoint"]).exists()
+    with pytest.raises(ValueError, match="next iteration to run is 4"):
+        run_iteration(experiment, iteration=2)
+
+
+def run_cli_until(experiment, line, iterations):
+    """Run `zoobot run` in a subprocess; SIGKILL it as soon as it logs `line` (None: let it finish)."""
+    command = [sys.executable, "-c", "from zoobot.cli import main; main()", "run", str(experiment),
+               "--iterations", str(iterations)]
+    env = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    output = []
+    for text in process.stdout:
+        output.append(text)
+        if line is not None and line in text:
+            process.send_signal(signal.SIGKILL)
+            break
+    process.wait()
+    if line is None:
+        assert process.returncode == 0, "".join(output)
+    else:
+        assert process.returncode == -signal.SIGKILL, f"never saw {line!r}:\n{''.join(output)}"
+
+
+def test_kill_at_any_step_then_resume_gives_the_same_ledger(simulation, tmp_path):
+    reference = make_experiment(simulation, tmp_path / "reference", duplicate_rate=0.5)
+    for _ in range(3):
+        run_iteration(reference)
+    killed = make_experiment(simulation, tmp_path / "killed", duplicate_rate=0.5)
+    kill_points = [
+        "iteration 1: step acquire done",
+        "iteration 2: step collect done",
+        "iteration 2: step train done",
+    ]
+    for line in kill_points:
+        run_cli_until(killed, line, iterations=3)
+    while len(completed_iterations(killed)) < 3:
+        run_cli_until(killed, None, iterations=1)
+    assert completed_iterations(killed) == [1, 2, 3]
+    assert ledger_state(killed) == ledger_state(reference)
+    snapshot, labelled_ids, votes = ledger_state(killed)
+    hidden = pd.read_parquet(simulation[0] / "simulation_context" / "oracle.parquet").set_index("id_str")
+    acquired_votes = {i: v for i, v in zip(labelled_ids, votes) if i in hidden.index}
+    assert len(acquired_votes) == 2 * PER_ITERATION
+    for id_str, counts in acquired_votes.items():  # each vote counted exactly once despite duplicates
+        assert counts == hidden.loc[id_str, SCHEMA.answer_columns].tolist()
+
+
+def test_cli_simulate_and_report(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    runner = CliRunner()
+    for name, extra in (("active", []), ("random", ["--baseline"])):
+        result = runner.invoke(
+            app, ["simulate", str(catalog_dir), str(shard_dir), str(tmp_path / name), "--iterations", "2",
+                  "--test", "--epochs", "1"] + extra,
+        )
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["report", str(tmp_path / "active"), "--baseline", str(tmp_path / "random")])
+    assert result.exit_code == 0, result.output
+    assert "learning curve: baseline" in result.output
+    assert "labels" in result.output
+
+
+def test_create_instructions_needs_a_simulation(simulation, tmp_path):
+    _, shard_dir = simulation
+    result = CliRunner().invoke(
+        app, ["create-instructions", "--catalog-dir", str(tmp_path), "--shard-dir", str(shard_dir),
+              "--experiment-dir", str(tmp_path / "e")],
+    )
+    assert result.exit_code == 1
+    assert "simulation-size" in result.output
+    result = CliRunner().invoke(
+        app, ["create-instructions", "--catalog-dir", str(simulation[0]), "--shard-dir", str(shard_dir),
+              "--experiment-dir", str(tmp_path / "e"), "--oracle", "panoptes"],
+    )
+    assert result.exit_code == 1
+    assert "not available yet" in result.output
