@@ -201,3 +201,18 @@ def test_decals_tree_catalog_validates(tmp_path):
     for column in DECALS_DR5.answer_columns:
         catalog[column] = 1
     assert len(validate_catalog(catalog, DECALS_DR5)) == 5
+
+
+def test_votes_only_catalog_needs_no_images_flag(tmp_path):
+    catalog = make_catalog(tmp_path, n=10)
+    catalog["file_loc"] = None
+    write_catalog(catalog, tmp_path / "votes.parquet", SMOOTH_OR_FEATURED)
+    with pytest.raises(CatalogError, match="has no images.*--no-images"):
+        load_catalog(tmp_path / "votes.parquet")
+    loaded, _ = load_catalog(tmp_path / "votes.parquet", check_files=False)
+    assert loaded["file_loc"].isna().all()
+    args = ["define-experiment", "--master-catalog", str(tmp_path / "votes.parquet"),
+            "--save-dir", str(tmp_path / "exp")]
+    assert runner.invoke(app, args).exit_code == 1
+    result = runner.invoke(app, args + ["--no-images"])
+    assert result.exit_code == 0, result.output

@@ -97,7 +97,12 @@ def validate_catalog(
     if "file_loc" not in catalog.columns:
         raise CatalogError(f"{name}: no 'file_loc' column (the image path of each galaxy).")
     if check_files:
-        exists = np.fromiter((os.path.isfile(str(p)) for p in catalog["file_loc"]), bool, len(catalog))
+        if catalog["file_loc"].isna().all():
+            raise CatalogError(
+                f"{name}: column 'file_loc' is empty: the catalog has no images (made with "
+                "`zoobot convert --no-images`?). Pass --no-images to split it by votes alone."
+            )
+        exists = np.fromiter((isinstance(p, str) and os.path.isfile(p) for p in catalog["file_loc"]), bool, len(catalog))
         if not exists.all():
             bad = catalog.loc[~exists, ["id_str", "file_loc"]]
             examples = "; ".join(f"{i}: {p}" for i, p in bad.head(N_IDS_SHOWN).itertuples(index=False))
@@ -149,7 +154,8 @@ def load_catalog(
     if "file_loc" in catalog.columns:
         folder = path.resolve().parent
         catalog["file_loc"] = [
-            str(p) if os.path.isabs(str(p)) else str(folder / str(p)) for p in catalog["file_loc"]
+            None if pd.isna(p) else str(p) if os.path.isabs(str(p)) else str(folder / str(p))
+            for p in catalog["file_loc"]
         ]
     return validate_catalog(catalog, schema, check_files=check_files, name=str(path)), schema
 

@@ -209,13 +209,34 @@ DECALS_DR5 = Schema(
     ),
 )
 
+#: The older GZ DECaLS DR1/2 tree (Walmsley et al. 2022 tables ``gz_decals_volunteers_1_and_2``).
+DECALS_DR12 = Schema(
+    "decals-dr12",
+    (
+        _q("smooth-or-featured", "smooth featured-or-disk artifact"),
+        _q("disk-edge-on", "yes no", "smooth-or-featured_featured-or-disk"),
+        _q("has-spiral-arms", "yes no", "disk-edge-on_no"),
+        _q("bar", "yes no", "disk-edge-on_no"),
+        _q("bulge-size", "dominant obvious none", "disk-edge-on_no"),
+        _q("how-rounded", "completely in-between cigar-shaped", "smooth-or-featured_smooth"),
+        _q("edge-on-bulge", "boxy none rounded", "disk-edge-on_yes"),
+        _q("spiral-winding", "tight medium loose", "has-spiral-arms_yes"),
+        _q("spiral-arm-count", "1 2 3 4 more-than-4", "has-spiral-arms_yes"),
+        _q(
+            "merging",
+            "merger tidal-debris both neither",
+            "smooth-or-featured_smooth smooth-or-featured_featured-or-disk",
+        ),
+    ),
+)
+
 #: Single binary question used by the 2019 paper and the GZ1 benchmark.
 SMOOTH_OR_FEATURED = Schema(
     "smooth-or-featured", (_q("smooth-or-featured", "smooth featured"),)
 )
 BAR = Schema("bar", (_q("bar", "yes no"),))
 
-SCHEMAS: dict[str, Schema] = {s.name: s for s in (GZ2, DECALS_DR5, SMOOTH_OR_FEATURED, BAR)}
+SCHEMAS: dict[str, Schema] = {s.name: s for s in (GZ2, DECALS_DR5, DECALS_DR12, SMOOTH_OR_FEATURED, BAR)}
 
 
 def get_schema(spec: str) -> Schema:

@@ -46,11 +46,14 @@ def define_experiment_command(
     simulation_size: Optional[int] = typer.Option(
         None, help="Hide the votes of this many labelled galaxies for a simulated oracle."
     ),
+    no_images: bool = typer.Option(
+        False, "--no-images", help="The catalog has votes but no images (e.g. for oracle studies)."
+    ),
 ) -> None:
     """Shuffle a master catalog and split it into labelled and unlabelled catalogs."""
     chosen = resolve_schema(schema, question)
     try:
-        catalog, chosen = load_catalog(master_catalog, chosen)
+        catalog, chosen = load_catalog(master_catalog, chosen, check_files=not no_images)
         experiment = define_experiment(catalog, chosen, retirement, seed, simulation_size)
         settings = {
             "master_catalog": str(master_catalog.resolve()),
@@ -61,6 +64,8 @@ def define_experiment_command(
         save_experiment(experiment, chosen, save_dir, settings)
     except (CatalogError, FileExistsError) as error:
         fail(str(error))
+    except KeyError as error:  # a schema name the catalog records but this version lacks
+        fail(str(error.args[0]))
     logger.info(
         "schema %s: %d labelled, %d unlabelled galaxies -> %s",
         chosen.name, len(experiment.labelled), len(experiment.unlabelled), save_dir,

@@ -8,7 +8,7 @@ zoobot's naming, so they copy across. The two tables follow two decision trees:
 - ``gz_decals_volunteers_5.csv``: the DECaLS DR5 tree, zoobot's ``decals-dr5`` schema;
 - ``gz_decals_volunteers_1_and_2.csv``: the older DR1/2 tree (bar yes/no, how-rounded
   completely/in-between/cigar-shaped, bulge-size dominant/obvious/none, merging
-  merger/tidal-debris/both/neither, no "can't tell" arm count), :data:`DECALS_DR12` here.
+  merger/tidal-debris/both/neither, no "can't tell" arm count), :data:`zoobot.schema.DECALS_DR12`.
 
 The tree is recognised from the columns. Images are found by ``iauname`` anywhere under
 ``--images``: the release unpacks to ``gz_decals_dr5_png_partN/J###/{iauname}.png``.
@@ -36,32 +36,13 @@ from zoobot.convert.common import (
     require_columns,
     resolve_images,
 )
-from zoobot.schema import DECALS_DR5, Question, Schema
+from zoobot.schema import DECALS_DR5, DECALS_DR12, Schema
 
 logger = logging.getLogger(__name__)
 
 ID_COLUMN = "iauname"
 TOTAL_SUFFIX = "_total-votes"
 DERIVED_SUFFIXES = ("_fraction", "_debiased")
-
-_SMOOTH_OR_FEATURED = ("smooth-or-featured_smooth", "smooth-or-featured_featured-or-disk")
-
-#: GZ DECaLS DR1/2 decision tree (questions as in gz_decals_volunteers_1_and_2.csv).
-DECALS_DR12 = Schema(
-    "decals-dr12",
-    (
-        Question("smooth-or-featured", ("smooth", "featured-or-disk", "artifact")),
-        Question("disk-edge-on", ("yes", "no"), ("smooth-or-featured_featured-or-disk",)),
-        Question("has-spiral-arms", ("yes", "no"), ("disk-edge-on_no",)),
-        Question("bar", ("yes", "no"), ("disk-edge-on_no",)),
-        Question("bulge-size", ("dominant", "obvious", "none"), ("disk-edge-on_no",)),
-        Question("how-rounded", ("completely", "in-between", "cigar-shaped"), ("smooth-or-featured_smooth",)),
-        Question("edge-on-bulge", ("boxy", "none", "rounded"), ("disk-edge-on_yes",)),
-        Question("spiral-winding", ("tight", "medium", "loose"), ("has-spiral-arms_yes",)),
-        Question("spiral-arm-count", ("1", "2", "3", "4", "more-than-4"), ("has-spiral-arms_yes",)),
-        Question("merging", ("merger", "tidal-debris", "both", "neither"), _SMOOTH_OR_FEATURED),
-    ),
-)
 
 DECALS_SCHEMAS: dict[str, Schema] = {s.name: s for s in (DECALS_DR5, DECALS_DR12)}
 
