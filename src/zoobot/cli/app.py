@@ -1,6 +1,7 @@
 """The Typer application every command module registers on."""
 
 import logging
+import warnings
 
 import typer
 from rich.logging import RichHandler
@@ -20,6 +21,11 @@ def configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug
         format="%(message)s",
         handlers=[RichHandler(show_path=False, show_time=False)],
     )
+    if not verbose:  # Lightning's start-up chatter and third-party deprecations
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def fail(message: str) -> None:
