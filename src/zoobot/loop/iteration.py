@@ -289,32 +289,14 @@ def _acquire(work, iteration, model, reader, ledger, schema, spec: AcquisitionSp
         seed=None if spec.selection == "top-k" else instructions.seed * 100_003 + iteration,
     )
     score = acquisition.get_acquisition(spec.function)
-    writer = None
-    tmp_scores = work / ".scores.parquet.tmp"
-    try:
-        if spec.function == "random":
-            batches = ((np.asarray(candidates), None),)
-        else:
-            batches = predict_batches(
-                model, reader, ids=candidates, n_samples=spec.n_samples,
-                batch_size=spec.batch_size, precision=spec.precision,
-            )
-        for batch_ids, predictions in batches:
-            batch_ids = np.asarray(batch_ids).astype(str)
-            if predictions is None:
-                scores = acquisition.random_scores(len(batch_ids), rng)
-            else:
-                scores = score(predictions, schema, spec.expected_votes, rng)
-            selector.update(batch_ids, scores)
-            table = pa.table({"id_str": batch_ids, "score": np.asarray(scores, dtype=np.float64)})
-            if writer is None:
-                writer = pq.ParquetWriter(tmp_scores, table.schema)
-            writer.write_table(table)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is not None:
-        os.replace(tmp_scores, work / "scores.parquet")
+    if spec.function == "random":
+        batches = ((np.asarray(candidates), None),)
+    else:
+        batches = predict_batches(
+            model, reader, ids=candidates, n_samples=spec.n_samples,
+            batch_size=spec.batch_size, precision=spec.precision,
+        )
+    score_stream(batches, score, selector, work / "scores.parquet", schema, spec.expected_votes, rng)
     acquired = [str(i) for i in selector.result().ids]
     seconds = time.perf_counter() - started
     _write_json(work / "acquisition.json", {"seconds": seconds, "n_candidates": len(candidates), **asdict(spec)})
@@ -322,6 +304,36 @@ def _acquire(work, iteration, model, reader, ledger, schema, spec: AcquisitionSp
     pd.DataFrame({"id_str": acquired}).to_csv(tmp, index=False)
     os.replace(tmp, acquired_path)
     return acquired, seconds
+
+
+def score_stream(batches, score, selector, scores_path: Path, schema, expected_votes: int, rng) -> int:
+    """Score (ids, predictions) batches into a streaming selector and a Parquet file of scores.
+
+    predictions: (batch, sample, output), or None for random scores. Memory holds one batch and
+    the selector's kept galaxies, whatever the pool size. The file appears only when complete.
+    Returns the number of galaxies scored.
+    """
+    tmp = scores_path.with_name(f".{scores_path.name}.tmp")
+    writer, n_scored = None, 0
+    try:
+        for batch_ids, predictions in batches:
+            batch_ids = np.asarray(batch_ids).astype(str)
+            if predictions is None:
+                scores = acquisition.random_scores(len(batch_ids), rng)
+            else:
+                scores = score(predictions, schema, expected_votes, rng)
+            selector.update(batch_ids, scores)
+            table = pa.table({"id_str": batch_ids, "score": np.asarray(scores, dtype=np.float64)})
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, table.schema)
+            writer.write_table(table)
+            n_scored += len(batch_ids)
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(tmp, scores_path)
+    return n_scored
 
 
 def write_metrics_table(experiment_dir: Path) -> Path:
