@@ -19,7 +19,7 @@ from zoobot.models import (
     register_architecture,
 )
 from zoobot.models import registry
-from zoobot.models.heads import ALPHA_MAX, ALPHA_MIN, RHO_EPS
+from zoobot.models.heads import ALPHA_MAX, ALPHA_MIN, RHO_EPS, always_on_dropout
 from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED, Question, Schema
 
 TIMM_ARCHITECTURE = "efficientnet_b0"  # the default; about 0.1 s forward + backward at 32 px
@@ -165,6 +165,19 @@ def test_head_dropout_ignores_training_flag():
         head(features, n_samples=0)
     with pytest.raises(ValueError, match="dropout_rate"):
         VoteHead(64, 3, dropout_rate=1.0, likelihood=DIRICHLET_MULTINOMIAL)
+
+
+def test_always_on_dropout_statistics_and_gradient():
+    values = torch.ones(200, 50, 40, requires_grad=True)
+    dropped = always_on_dropout(values, 0.2)
+    zeros = (dropped == 0).float().mean().item()
+    assert abs(zeros - 0.2) < 0.01
+    assert torch.allclose(dropped[dropped != 0], torch.tensor(1.25))
+    dropped.sum().backward()
+    assert torch.equal(values.grad, dropped.detach())  # d(x * mask)/dx = mask
+    assert always_on_dropout(values, 0.0) is values
+    expanded = torch.ones(3, 1).expand(3, 1000)  # stride 0 over samples: still independent masks
+    assert (always_on_dropout(expanded, 0.5) == 0).sum(dim=1).min() > 400
 
 
 def test_binomial_rho_stays_inside_bounds_under_bf16_autocast():

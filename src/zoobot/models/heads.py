@@ -1,9 +1,9 @@
 """The vote head: always-on dropout, a linear layer, and the link to the likelihood's parameters.
 
-MC dropout lives here and only here. The dropout uses ``F.dropout(..., training=True)``, so it
-is on in ``.train()`` *and* ``.eval()``: calling ``model.eval()`` freezes batch norm in the
-backbone but never turns the samples into copies of one another (see the MC dropout pitfall in
-docs/ARCHITECTURE.md). The backbone runs once; the head draws ``n_samples`` dropout masks on the
+MC dropout lives here and only here. The dropout ignores the module's training flag (like
+``F.dropout(..., training=True)``), so it is on in ``.train()`` *and* ``.eval()``: calling
+``model.eval()`` freezes batch norm in the backbone but never turns the samples into copies of
+one another (see the MC dropout pitfall in docs/ARCHITECTURE.md). The backbone runs once; the head draws ``n_samples`` dropout masks on the
 pooled features in one vectorised pass.
 
 Two likelihoods:
@@ -20,7 +20,6 @@ from __future__ import annotations
 import numbers
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from zoobot.schema import Schema
@@ -57,6 +56,23 @@ def dirichlet_link(logits: torch.Tensor) -> torch.Tensor:
     return ALPHA_MIN + (ALPHA_MAX - ALPHA_MIN) * torch.sigmoid(logits)
 
 
+def always_on_dropout(values: torch.Tensor, rate: float) -> torch.Tensor:
+    """Inverted dropout that ignores ``.train()`` / ``.eval()``: a fresh mask per element.
+
+    Same distribution as ``F.dropout(values, rate, training=True)`` (each element zeroed with
+    probability ``rate``, survivors scaled by 1 / (1 - rate)), but the mask comes from
+    ``torch.rand``, which on CPU is about 4x faster than the Bernoulli sampler F.dropout uses
+    (measured: 15 ms -> 3.5 ms for 32 galaxies x 15 samples x 1280 features, one thread).
+    Works on expanded (stride-0) views, so every MC sample gets its own mask.
+    """
+    if rate == 0.0:
+        return values
+    # float32 uniforms even for bf16 features, so the keep probability is exactly 1 - rate
+    uniform = torch.rand(values.shape, dtype=torch.float32, device=values.device)
+    keep_scaled = uniform.ge_(rate).mul_(1.0 / (1.0 - rate)).to(values.dtype)  # 0 or 1 / (1 - rate)
+    return values * keep_scaled
+
+
 class VoteHead(nn.Module):
     """Always-on dropout, then Linear(n_features, n_outputs), then the likelihood's link.
 
@@ -91,8 +107,7 @@ class VoteHead(nn.Module):
             )
         batch, n_features = features.shape
         expanded = features.unsqueeze(1).expand(batch, n_samples, n_features)  # (batch, sample, feature)
-        # training=True: a fresh mask per (galaxy, sample, feature), whatever self.training says.
-        dropped = F.dropout(expanded, p=self.dropout_rate, training=True)  # (batch, sample, feature)
+        dropped = always_on_dropout(expanded, self.dropout_rate)  # (batch, sample, feature)
         logits = self.linear(dropped)  # (batch, sample, output)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         if self.likelihood == BINOMIAL:
