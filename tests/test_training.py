@@ -100,11 +100,37 @@ def test_augmentation_draws_a_view_per_galaxy():
     views = [images, images.flip(-1), images.flip(-2), images.flip(-1).flip(-2)]
     which = [next(v for v, view in enumerate(views) if torch.equal(out, view[i])) for i, out in enumerate(flips)]
     assert len(set(which)) == 4  # 64 galaxies: every flip combination occurs, one per galaxy
-    full = GalaxyAugmentation(SIZE)(images)
-    assert full.dtype == torch.uint8 and full.shape == images.shape
-    assert not torch.equal(full, images)
+    for batched in (True, False):
+        full = GalaxyAugmentation(SIZE, batched=batched)(images)
+        assert full.dtype == torch.uint8 and full.shape == images.shape
+        assert not torch.equal(full, images)
     with pytest.raises(ValueError, match="uint8"):
         GalaxyAugmentation(SIZE)(images.float())
+
+
+@pytest.mark.parametrize("batched", [True, False])
+def test_rotations_and_crops_keep_the_galaxy_centred_and_differ_per_galaxy(batched):
+    torch.manual_seed(1)
+    blob = torch.zeros(1, 3, SIZE, SIZE, dtype=torch.uint8)
+    blob[..., 13:19, 13:19] = 200  # a bright centred "galaxy"
+    bar = blob.clone()
+    bar[..., 15:17, 2:30] = 200  # with a long horizontal bar through it
+    views = GalaxyAugmentation(SIZE, batched=batched)(bar.repeat(16, 1, 1, 1))
+    assert len({v.numpy().tobytes() for v in views}) == 16  # one random view per galaxy
+    centre = views[:, 0, 12:20, 12:20].float().mean(dim=(1, 2))
+    assert (centre > 100).all()  # rotation is about the centre; crops shift it by <= 16%
+    assert orientation_spread(views[:, 0]) > 90  # the bar points every which way
+
+
+def orientation_spread(images: torch.Tensor) -> float:
+    """Range, in degrees, of the principal-axis angles of bright pixels, each in [0, 180)."""
+    angles = []
+    for image in images.float():
+        y, x = torch.nonzero(image > 100, as_tuple=True)
+        x, y = x.float() - x.float().mean(), y.float() - y.float().mean()
+        angle = 0.5 * torch.atan2(2 * (x * y).mean(), (x * x).mean() - (y * y).mean())
+        angles.append(float(torch.rad2deg(angle)) % 180)
+    return max(angles) - min(angles)
 
 
 # ---------------------------------------------------------------- training and checkpoints
