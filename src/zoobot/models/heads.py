@@ -67,7 +67,7 @@ def always_on_dropout(values: torch.Tensor, rate: float) -> torch.Tensor:
     """
     if rate == 0.0:
         return values
-    # float32 uniforms even for bf16 features, so the keep probability is exactly 1 - rate
+    # float32 uniforms even for bf16 features, so the keep probability is 1 - rate to 2**-24
     uniform = torch.rand(values.shape, dtype=torch.float32, device=values.device)
     keep_scaled = uniform.ge_(rate).mul_(1.0 / (1.0 - rate)).to(values.dtype)  # 0 or 1 / (1 - rate)
     return values * keep_scaled
