@@ -15,6 +15,7 @@ from zoobot.cli.app import app, fail
 from zoobot.convert import (
     ConversionResult,
     convert_decals,
+    convert_gz1,
     convert_gz2,
     convert_kaggle,
     convert_panoptes,
@@ -87,6 +88,38 @@ def images_or_none(images: Optional[Path], no_images: bool) -> Optional[Path]:
 
 def missing_policy(drop: bool) -> str:
     return "drop" if drop else "error"
+
+
+@convert_app.command("gz1")
+def gz1_command(
+    labels: Path = typer.Argument(..., help="GZ1 class table: image_file, OBJID, CLASS[, class_name]."),
+    out: Path = OUT,
+    images: Optional[Path] = typer.Option(
+        None, "--images", help="Folder that image_file paths are relative to (default: the table's folder)."
+    ),
+    no_images: bool = NO_IMAGES,
+    smooth_classes: str = typer.Option(
+        "0", help="GZ1 class codes that vote smooth, comma-separated (0 elliptical)."
+    ),
+    featured_classes: str = typer.Option(
+        "1,2,3", help="GZ1 class codes that vote featured (1 clockwise, 2 anticlockwise spiral, 3 edge-on)."
+    ),
+    drop_missing_images: bool = DROP_MISSING,
+    overwrite: bool = OVERWRITE,
+) -> None:
+    """Galaxy Zoo 1 classes -> smooth-or-featured master catalog, one vote per galaxy; other classes dropped."""
+    from zoobot.convert.gz1 import parse_classes
+
+    try:
+        smooth = parse_classes(smooth_classes, "--smooth-classes")
+        featured = parse_classes(featured_classes, "--featured-classes")
+    except CatalogError as error:
+        fail(str(error))
+    run_conversion(
+        convert_gz1, out, overwrite,
+        labels_path=labels, images_dir=images, no_images=no_images, smooth_classes=smooth,
+        featured_classes=featured, missing_images=missing_policy(drop_missing_images),
+    )
 
 
 @convert_app.command("gz2")

@@ -12,6 +12,7 @@ from zoobot.convert.common import (
     write_conversion,
 )
 from zoobot.convert.decals import DECALS_DR12, DECALS_SCHEMAS, convert_decals
+from zoobot.convert.gz1 import GZ1_CLASSES, convert_gz1
 from zoobot.convert.gz2 import convert_gz2
 from zoobot.convert.kaggle import convert_kaggle
 from zoobot.convert.panoptes import TaskMap, TaskSpec, convert_panoptes, load_task_map, parse_task_map
@@ -23,9 +24,11 @@ __all__ = [
     "DroppedRows",
     "DECALS_DR12",
     "DECALS_SCHEMAS",
+    "GZ1_CLASSES",
     "TaskMap",
     "TaskSpec",
     "convert_decals",
+    "convert_gz1",
     "convert_gz2",
     "convert_kaggle",
     "convert_panoptes",
