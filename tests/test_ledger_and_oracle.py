@@ -32,6 +32,7 @@ def test_duplicate_deliveries_are_not_counted_twice(ledger):
     delivery = Delivery("x1", "a", (3, 1))
     assert ledger.record([delivery, delivery], iteration=2) == 1
     assert ledger.record([delivery], iteration=3) == 0
+    assert (ledger.n_collected_in(2), ledger.n_collected_in(3)) == (1, 0)
     ledger.record([Delivery("x2", "a", (1, 1))], iteration=3)
     ids, votes = ledger.labelled_votes()
     assert ids == ["a"]

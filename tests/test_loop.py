@@ -82,6 +82,7 @@ def test_iterations_acquire_collect_and_record_metrics(simulation, tmp_path):
     metrics = pd.read_csv(experiment / "metrics.csv")
     assert metrics["n_labelled"].tolist() == [20, 30, 40]
     assert metrics["n_acquired"].tolist() == [PER_ITERATION] * 3
+    assert metrics["deliveries_collected"].tolist() == [0, PER_ITERATION, PER_ITERATION]
     assert np.isfinite(metrics["eval_loss"]).all()
     first = iteration_dir(experiment, 1)
     acquired = pd.read_csv(first / "acquired.csv", dtype={"id_str": str})["id_str"]

@@ -168,9 +168,11 @@ def run_iteration(
     work.mkdir(parents=True, exist_ok=True)
     metrics: dict = {"iteration": iteration}
     try:
-        new = ledger.record(oracle.collect(iteration), iteration)
-        metrics["votes_collected"] = new
-        logger.info("iteration %d: step collect done (%d new deliveries)", iteration, new)
+        ledger.record(oracle.collect(iteration), iteration)
+        metrics["deliveries_collected"] = ledger.n_collected_in(iteration)
+        logger.info(
+            "iteration %d: step collect done (%d deliveries)", iteration, metrics["deliveries_collected"]
+        )
 
         train_ids, train_counts = ledger.labelled_votes()
         metrics["n_labelled"] = len(train_ids)

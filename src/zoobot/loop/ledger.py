@@ -140,6 +140,11 @@ class Ledger:
         )
         return [r[0] for r in rows]
 
+    def n_collected_in(self, iteration: int) -> int:
+        """Deliveries first recorded in this iteration."""
+        query = "SELECT COUNT(*) FROM deliveries WHERE iteration_collected = ?"
+        return self._db.execute(query, (iteration,)).fetchone()[0]
+
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM galaxies GROUP BY state").fetchall()
         return {UNLABELLED: 0, REQUESTED: 0, LABELLED: 0, **dict(rows)}
