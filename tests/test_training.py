@@ -21,6 +21,7 @@ from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
 from zoobot.training import (
     GalaxyAugmentation,
+    ShardDataModule,
     ShardVoteDataset,
     TrainSettings,
     load_model,
@@ -91,6 +92,20 @@ def test_dataset_fetches_whole_batches_with_the_callers_votes(shards):
     np.testing.assert_array_equal(batch_counts.numpy(), counts[[4, 0, 2]])
     grey, _ = ShardVoteDataset(shards, positions, counts, greyscale=True).__getitems__([0, 1])
     assert grey.shape == (2, 1, SIZE, SIZE) and grey.dtype == torch.uint8
+
+
+def test_datamodule_loaders_in_worker_processes(shards):
+    reader = ShardReader(shards)
+    positions = reader.split_positions("train")
+    counts = reader.votes(positions)
+    dataset = ShardVoteDataset(shards, positions, counts, GalaxyAugmentation(SIZE))
+    data = ShardDataModule(dataset, ShardVoteDataset(shards, positions, counts), batch_size=8, num_workers=1)
+    train_batches = list(data.train_dataloader())
+    assert [len(images) for images, _ in train_batches] == [8, 8, 8]  # 30 galaxies: ragged batch dropped
+    eval_batches = list(data.val_dataloader())
+    assert [len(images) for images, _ in eval_batches] == [8, 8, 8, 6]
+    np.testing.assert_array_equal(torch.cat([c for _, c in eval_batches]).numpy(), counts)
+    np.testing.assert_array_equal(torch.cat([i for i, _ in eval_batches]).numpy(), reader.images(positions))
 
 
 def test_augmentation_draws_a_view_per_galaxy():
