@@ -266,3 +266,15 @@ def test_schema_by_name_and_custom_schemas():
     impostor = Schema("decals-dr5", (Question("shape", ("round", "oval")),))
     with pytest.raises(ValueError, match="another name"):
         create_model("zoobot-2019", impostor)
+
+
+def test_fresh_dirichlet_head_starts_weak_and_uniform():
+    """alpha near 3 for every answer: far from the sigmoid's flat ends at 1 and 100."""
+    from zoobot.models.heads import INITIAL_CONCENTRATION, VoteHead
+
+    torch.manual_seed(0)
+    head = VoteHead(n_features=64, n_outputs=5, dropout_rate=0.2, likelihood="dirichlet_multinomial")
+    alpha = head(torch.randn(32, 64), n_samples=4)
+    assert alpha.shape == (32, 4, 5)
+    assert abs(alpha.median().item() - INITIAL_CONCENTRATION) < 0.5
+    assert alpha.max().item() < 25

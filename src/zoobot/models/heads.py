@@ -17,6 +17,7 @@ Two likelihoods:
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import torch
@@ -32,6 +33,10 @@ LIKELIHOODS = (BINOMIAL, DIRICHLET_MULTINOMIAL)
 RHO_EPS = 1e-6
 ALPHA_MIN = 1.0
 ALPHA_MAX = 100.0
+#: A fresh Dirichlet head predicts about this concentration for every answer: a weak, uniform
+#: prediction. Starting at the default (alpha near 50, confidently uniform) drove training into
+#: alpha = 1 everywhere, where the sigmoid saturates and learning stalled (docs/training.md).
+INITIAL_CONCENTRATION = 3.0
 
 
 def likelihood_for_schema(schema: Schema) -> str:
@@ -95,6 +100,10 @@ class VoteHead(nn.Module):
         self.dropout_rate = dropout_rate
         self.likelihood = likelihood
         self.linear = nn.Linear(n_features, n_outputs)
+        if likelihood != BINOMIAL:
+            start = (INITIAL_CONCENTRATION - ALPHA_MIN) / (ALPHA_MAX - ALPHA_MIN)
+            with torch.no_grad():
+                self.linear.bias.fill_(math.log(start / (1 - start)))
 
     def forward(self, features: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
         if isinstance(n_samples, bool) or not isinstance(n_samples, numbers.Integral) or n_samples < 1:
