@@ -21,11 +21,19 @@ def configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug
         format="%(message)s",
         handlers=[RichHandler(show_path=False, show_time=False)],
     )
-    if not verbose:  # Lightning's start-up chatter and third-party deprecations
+    if not verbose:
+        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def quiet_lightning() -> None:
+    """Lightning adds its own INFO console handler on import; keep only its warnings, via ours.
+
+    Call after importing code that imports Lightning (unless --verbose was given).
+    """
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("lightning").handlers.clear()
         for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
             logging.getLogger(name).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def fail(message: str) -> None:

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, quiet_lightning
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def create_instructions_command(
 def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optional[float]) -> dict:
     from zoobot.loop.iteration import run_iteration
 
+    quiet_lightning()
     try:
         metrics = run_iteration(experiment_dir, epochs=epochs, learning_rate=learning_rate)
     except (FileNotFoundError, ValueError, NotImplementedError) as error:
