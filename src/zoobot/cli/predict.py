@@ -10,7 +10,7 @@ import pandas as pd
 import typer
 
 from zoobot.catalog import CatalogError, describe_ids, read_table, validate_catalog
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, quiet_lightning
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,8 @@ def predict_command(
     )
     from zoobot.shards import ShardError, ShardReader
     from zoobot.training import read_checkpoint
+
+    quiet_lightning()
 
     if (shard_dir is None) == (catalog is None):
         fail("give exactly one of --shard-dir (with --split) or --catalog")

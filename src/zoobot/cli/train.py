@@ -1,7 +1,6 @@
 """`zoobot train`: train a model on the train split of a shard folder, early-stop on its eval split."""
 
 import logging
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
@@ -9,25 +8,10 @@ from typing import Optional
 import numpy as np
 import typer
 
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, quiet_lightning
 from zoobot.schema import SCHEMAS, Schema, get_schema
 
 logger = logging.getLogger(__name__)
-
-
-def quiet_lightning() -> None:
-    """Lightning adds its own stderr handler when imported before logging is configured; the
-    root handler already prints its messages, so drop the duplicate. Hide a deprecation warning
-    that Lightning's own code triggers under this torch version."""
-    root_handlers = logging.getLogger().handlers
-    lightning_logger = logging.getLogger("lightning")
-    if root_handlers:
-        for handler in list(lightning_logger.handlers):
-            if type(handler) is logging.StreamHandler:
-                lightning_logger.removeHandler(handler)
-    for name in ("lightning.pytorch", "lightning.pytorch.utilities.rank_zero"):
-        logging.getLogger(name).addFilter(lambda record: "litlogger" not in record.getMessage())
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 
 
 def resolve_device(accelerator: str) -> str:
