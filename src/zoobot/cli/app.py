@@ -1,7 +1,10 @@
 """The Typer application every command module registers on."""
 
 import logging
+import os
+import sys
 import warnings
+from typing import Optional
 
 import typer
 from rich.logging import RichHandler
@@ -15,7 +18,18 @@ app = typer.Typer(
 
 
 @app.callback()
-def configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
+def configure(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging."),
+    threads: Optional[int] = typer.Option(
+        None, help="CPU threads for PyTorch. On a shared machine, 1 per process avoids oversubscription."
+    ),
+) -> None:
+    if threads is not None:
+        if threads < 1:
+            fail(f"--threads must be at least 1, got {threads}")
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",

@@ -37,6 +37,7 @@ def build_instructions(
     epochs: int = 20,
     learning_rate: float = 1e-3,
     batch_size: int = 64,
+    patience: int = 5,
     acquisition: str = "bald",
     selection: str = "top-k",
     reveal_votes: Optional[int] = None,
@@ -69,7 +70,7 @@ def build_instructions(
     schema = ShardReader(shard_dir).schema_spec
     train = TrainSettings(
         architecture=architecture, batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
-        precision=precision, seed=seed, progress_bar=False,
+        patience=patience, precision=precision, seed=seed, progress_bar=False,
     )
     model_spec = ModelSpec(train=train, warm_start=warm_start)
     acquisition_spec = AcquisitionSpec(
@@ -93,33 +94,57 @@ def build_instructions(
     return experiment_dir
 
 
+# Options shared by create-instructions and simulate: the plan of an experiment.
+TEST = typer.Option(False, help="Shrink everything for a quick plumbing check.")
+BASELINE = typer.Option(False, help="Acquire at random (the baseline).")
+WARM_START = typer.Option(False, help="Start each iteration from the previous iteration's model.")
+ORACLE = typer.Option("simulated", help="simulated | panoptes | web")
+ARCHITECTURE = typer.Option("efficientnet_b0", help="A timm name, or zoobot-2019 (small, fast on CPU).")
+SUBJECTS = typer.Option(100, help="Galaxies acquired per iteration.")
+POOL_SIZE = typer.Option(None, help="Score at most this many pool galaxies per iteration (default all).")
+N_SAMPLES = typer.Option(15, help="MC dropout samples per galaxy.")
+EXPECTED_VOTES = typer.Option(40, help="N in BALD: votes a newly labelled galaxy will get (1 for GZ1-style labels).")
+EPOCHS = typer.Option(20, help="Default epochs per iteration.")
+LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
+BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
+PATIENCE = typer.Option(5, help="Early stopping: epochs without a better eval loss.")
+ACQUISITION = typer.Option("bald", help="bald | entropy | random")
+SELECTION = typer.Option("top-k", help="top-k | power (stochastic power sampling, for large batches)")
+REVEAL_VOTES = typer.Option(None, help="The simulated oracle reveals only this many votes per galaxy.")
+DELAY = typer.Option(0, help="Simulated votes arrive this many iterations late.")
+DUPLICATE_RATE = typer.Option(0.0, help="Fraction of simulated deliveries handed over twice.")
+PRECISION = typer.Option("32-true", help="Training precision, e.g. bf16-mixed.")
+SEED = typer.Option(42, help="Seed of training, acquisition ties and the simulated oracle.")
+
+
 @app.command("create-instructions")
 def create_instructions_command(
     catalog_dir: Path = typer.Option(..., help="Folder made by define-experiment (with simulation_context/)."),
     shard_dir: Path = typer.Option(..., help="Shards made from the simulation's catalogs."),
     experiment_dir: Path = typer.Option(..., help="New folder for instructions, ledger and iterations."),
-    test: bool = typer.Option(False, help="Shrink everything for a quick plumbing check."),
-    baseline: bool = typer.Option(False, help="Acquire at random (the baseline)."),
-    warm_start: bool = typer.Option(False, help="Start each iteration from the previous model."),
-    oracle: str = typer.Option("simulated", help="simulated | panoptes | web"),
-    architecture: str = typer.Option("efficientnet_b0", help="timm name or zoobot-2019."),
-    subjects_per_iteration: int = typer.Option(100, help="Galaxies acquired per iteration."),
-    pool_size_per_iteration: Optional[int] = typer.Option(None, help="Score at most this many pool galaxies."),
-    n_samples: int = typer.Option(15, help="MC dropout samples per galaxy."),
-    expected_votes: int = typer.Option(40, help="N in BALD: votes a new label is expected to get."),
-    epochs: int = typer.Option(20, help="Default epochs per iteration."),
-    learning_rate: float = typer.Option(1e-3),
-    batch_size: int = typer.Option(64),
-    acquisition: str = typer.Option("bald", help="bald | entropy | random"),
-    selection: str = typer.Option("top-k", help="top-k | power (stochastic power sampling)"),
-    reveal_votes: Optional[int] = typer.Option(None, help="Simulated oracle reveals only this many votes."),
-    delay: int = typer.Option(0, help="Simulated votes arrive this many iterations late."),
-    duplicate_rate: float = typer.Option(0.0, help="Fraction of simulated deliveries sent twice."),
-    precision: str = typer.Option("32-true", help="Training precision, e.g. bf16-mixed."),
-    seed: int = typer.Option(42),
+    test: bool = TEST,
+    baseline: bool = BASELINE,
+    warm_start: bool = WARM_START,
+    oracle: str = ORACLE,
+    architecture: str = ARCHITECTURE,
+    subjects_per_iteration: int = SUBJECTS,
+    pool_size_per_iteration: Optional[int] = POOL_SIZE,
+    n_samples: int = N_SAMPLES,
+    expected_votes: int = EXPECTED_VOTES,
+    epochs: int = EPOCHS,
+    learning_rate: float = LEARNING_RATE,
+    batch_size: int = BATCH_SIZE,
+    patience: int = PATIENCE,
+    acquisition: str = ACQUISITION,
+    selection: str = SELECTION,
+    reveal_votes: Optional[int] = REVEAL_VOTES,
+    delay: int = DELAY,
+    duplicate_rate: float = DUPLICATE_RATE,
+    precision: str = PRECISION,
+    seed: int = SEED,
 ) -> None:
     """Save the model, acquisition and oracle specs, and start the ledger."""
-    build_instructions(**{k: v for k, v in locals().items()})
+    build_instructions(**locals())
 
 
 def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optional[float]) -> dict:
@@ -173,28 +198,36 @@ def simulate_command(
     shard_dir: Path = typer.Argument(..., help="Shards of the simulation's catalogs."),
     experiment_dir: Path = typer.Argument(..., help="Experiment folder (created, or resumed if it exists)."),
     iterations: int = typer.Option(5, help="Total iterations the experiment should reach."),
-    test: bool = typer.Option(False, help="Shrink everything for a quick plumbing check."),
-    baseline: bool = typer.Option(False, help="Acquire at random (the baseline)."),
-    warm_start: bool = typer.Option(False),
-    architecture: str = typer.Option("efficientnet_b0"),
-    subjects_per_iteration: int = typer.Option(100),
-    pool_size_per_iteration: Optional[int] = typer.Option(None),
-    n_samples: int = typer.Option(15),
-    epochs: int = typer.Option(20),
-    batch_size: int = typer.Option(64),
-    precision: str = typer.Option("32-true"),
-    seed: int = typer.Option(42),
+    test: bool = TEST,
+    baseline: bool = BASELINE,
+    warm_start: bool = WARM_START,
+    architecture: str = ARCHITECTURE,
+    subjects_per_iteration: int = SUBJECTS,
+    pool_size_per_iteration: Optional[int] = POOL_SIZE,
+    n_samples: int = N_SAMPLES,
+    expected_votes: int = EXPECTED_VOTES,
+    epochs: int = EPOCHS,
+    learning_rate: float = LEARNING_RATE,
+    batch_size: int = BATCH_SIZE,
+    patience: int = PATIENCE,
+    acquisition: str = ACQUISITION,
+    selection: str = SELECTION,
+    reveal_votes: Optional[int] = REVEAL_VOTES,
+    delay: int = DELAY,
+    duplicate_rate: float = DUPLICATE_RATE,
+    precision: str = PRECISION,
+    seed: int = SEED,
 ) -> None:
-    """Create instructions (unless the experiment exists) and run it to N iterations."""
+    """Create instructions (unless the experiment exists) and run it to N iterations.
+
+    The plan options apply only when the experiment is created; a rerun resumes it as planned.
+    """
+    plan = dict(locals())
+    del plan["iterations"]
     from zoobot.loop.iteration import completed_iterations
 
     if not (experiment_dir / "ledger.sqlite").exists():
-        build_instructions(
-            catalog_dir, shard_dir, experiment_dir, test=test, baseline=baseline, warm_start=warm_start,
-            architecture=architecture, subjects_per_iteration=subjects_per_iteration,
-            pool_size_per_iteration=pool_size_per_iteration, n_samples=n_samples, epochs=epochs,
-            batch_size=batch_size, precision=precision, seed=seed,
-        )
+        build_instructions(**plan)
     while len(completed_iterations(experiment_dir)) < iterations:
         _run_one(experiment_dir, None, None)
     logger.info("%d iterations complete; metrics in %s", iterations, experiment_dir / "metrics.csv")
