@@ -160,13 +160,14 @@ def predict_image_batches(
     precision: str = "32",
     tta_views: int = 0,
     *,
-    channels_last: bool = True,
+    channels_last: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """MC predictions for a stream of (ids, uint8 images): yields (ids (B,), (B, S, O) float32).
 
     Grad mode and the model's train/eval flag are only changed while a batch is computed, so the
     caller's code between batches runs as usual. ``channels_last`` converts the model's memory
-    layout in place (values are unchanged); it was 1.3x faster on CPU in fp32.
+    layout in place (values are unchanged). Off by default: it gave no gain for efficientnet_b0
+    at 128 px on the 2-core development CPU (docs/training.md); try it on other hardware.
     """
     precision = check_predict_options(n_samples, 1, precision, tta_views)
     adapter = _InputAdapter(model, channels_last)
@@ -198,7 +199,7 @@ def predict_batches(
     precision: str = "32",
     tta_views: int = 0,
     *,
-    channels_last: bool = True,
+    channels_last: bool = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream MC predictions over shard galaxies, in the order given (ids) or written (split).
 
