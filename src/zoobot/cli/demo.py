@@ -1,6 +1,9 @@
 """`zoobot demo`: the whole pipeline on synthetic galaxies, active learning against random."""
 
 import logging
+import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -10,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from zoobot.cli.app import app, quiet_lightning
+from zoobot.cli.app import app, fail
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +22,35 @@ def _progress() -> Progress:
     return Progress(
         TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
     )
+
+
+def run_side_by_side(experiments: list[Path], iterations: int) -> None:
+    """Run each experiment in its own `zoobot run` process, the CPU cores split between them.
+
+    One thread per process on a 2-core machine ran about twice as fast as one process with two
+    threads. Each process logs to EXPERIMENT.log; a progress bar counts finished iterations.
+    """
+    from zoobot.loop.iteration import completed_iterations
+
+    threads = max(1, (os.cpu_count() or 1) // len(experiments))
+    processes = []
+    for experiment in experiments:
+        command = [sys.executable, "-c", "from zoobot.cli import main; main()", "--threads", str(threads),
+                   "run", str(experiment), "--iterations", str(iterations)]
+        log = open(experiment.with_suffix(".log"), "w")
+        processes.append((experiment, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
+    with _progress() as bar:
+        tasks = {e: bar.add_task(f"{e.name} iterations", total=iterations) for e in experiments}
+        while any(process.poll() is None for _, _, process in processes):
+            for experiment, task in tasks.items():
+                bar.update(task, completed=len(completed_iterations(experiment)))
+            time.sleep(1)
+        for experiment, task in tasks.items():
+            bar.update(task, completed=len(completed_iterations(experiment)))
+    for experiment, log, process in processes:
+        log.close()
+        if process.returncode != 0:
+            fail(f"the {experiment.name} run failed (exit {process.returncode}); see {experiment.with_suffix('.log')}")
 
 
 @app.command("demo")
@@ -40,13 +72,11 @@ def demo_command(
     from zoobot.catalog import define_experiment, load_catalog, save_experiment
     from zoobot.cli.loop import build_instructions
     from zoobot.cli.report import print_curve
-    from zoobot.loop.iteration import run_iteration
     from zoobot.reports import label_savings, learning_curve, plot_learning_curves
     from zoobot.schema import get_schema
     from zoobot.shards import write_shards
     from zoobot.synthetic import make_synthetic_catalog
 
-    quiet_lightning()
     started = time.perf_counter()
     root = out_dir or Path(tempfile.mkdtemp(prefix="zoobot-demo-"))
     root.mkdir(parents=True, exist_ok=True)
@@ -79,15 +109,11 @@ def demo_command(
     runs = {"active": False, "baseline": True}
     for name, baseline in runs.items():
         build_instructions(
-            root / "catalogs", root / "shards", root / name, baseline=baseline, warm_start=True, architecture="zoobot-2019",
-            subjects_per_iteration=subjects_per_iteration, n_samples=10, epochs=epochs, batch_size=16, seed=seed,
+            root / "catalogs", root / "shards", root / name, baseline=baseline, warm_start=True,
+            architecture="zoobot-2019", subjects_per_iteration=subjects_per_iteration, n_samples=10,
+            epochs=epochs, batch_size=16, seed=seed,
         )
-        for n in range(1, iterations + 1):
-            metrics = run_iteration(root / name)
-            logger.info(
-                "%s iteration %d/%d: %d labelled, eval loss %.4f",
-                name, n, iterations, metrics["n_labelled"], metrics["eval_loss"],
-            )
+    run_side_by_side([root / name for name in runs], iterations)
 
     curves = {name: learning_curve(root / name) for name in runs}
     for name, curve in curves.items():
