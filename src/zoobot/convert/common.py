@@ -140,6 +140,13 @@ def require_columns(table: pd.DataFrame, columns, path, hint: str) -> None:
         )
 
 
+def debiased_fractions(table: pd.DataFrame, answer_columns: list[str], path, hint: str) -> pd.DataFrame:
+    """The ``{answer}_debiased`` columns as numbers (galaxy, answer), or a ConversionError."""
+    columns = [f"{c}_debiased" for c in answer_columns]
+    require_columns(table, columns, path, hint)
+    return table[columns].apply(pd.to_numeric, errors="coerce")
+
+
 def check_ids(ids: pd.Series, path, column: str) -> pd.Series:
     """Ids as stripped strings; raise on empty or repeated ids."""
     empty = ids.isna() | (ids.astype(str).str.strip() == "")

@@ -28,6 +28,7 @@ from zoobot.convert.common import (
     ConversionError,
     ConversionReport,
     ConversionResult,
+    debiased_fractions,
     Timer,
     check_ids,
     counts_as_int,
@@ -180,12 +181,10 @@ def convert_decals(
         prefixes = tuple(f"{q}_" for q in schema.question_names)
         extras = table[[c for c in table.columns if not c.startswith(prefixes) and c != ID_COLUMN]]
         if debiased:
-            debiased_columns = [f"{c}_debiased" for c in schema.answer_columns]
-            require_columns(
-                table, debiased_columns, table_path,
+            fractions = debiased_fractions(
+                table, schema.answer_columns, table_path,
                 "--debiased needs the {question}_{answer}_debiased columns; drop --debiased.",
             )
-            fractions = table[debiased_columns].apply(pd.to_numeric, errors="coerce")
             extras = pd.concat([extras, fractions], axis=1)
 
         file_loc, keep = None, None

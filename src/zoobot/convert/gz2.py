@@ -22,6 +22,7 @@ from zoobot.convert.common import (
     ConversionError,
     ConversionReport,
     ConversionResult,
+    debiased_fractions,
     Timer,
     check_ids,
     counts_as_int,
@@ -138,12 +139,10 @@ def convert_gz2(
 
         extras = table[[c for c in table.columns if not ANSWER_COLUMN.match(c) and c != column]].copy()
         if debiased:
-            debiased_columns = [f"{c}_debiased" for c in GZ2.answer_columns]
-            require_columns(
-                table, debiased_columns, table_path,
+            fractions = debiased_fractions(
+                table, GZ2.answer_columns, table_path,
                 "--debiased needs the tNN_..._debiased columns; drop --debiased for this table.",
             )
-            fractions = table[debiased_columns].apply(pd.to_numeric, errors="coerce")
             extras = pd.concat([extras, fractions], axis=1)
 
         file_loc, keep = None, None
