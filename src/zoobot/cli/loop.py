@@ -71,6 +71,7 @@ def build_instructions(
     train = TrainSettings(
         architecture=architecture, batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
         patience=patience, precision=precision, seed=seed, progress_bar=False,
+        devices="1",  # "auto" on a multi-GPU node would relaunch this whole command once per rank
     )
     model_spec = ModelSpec(train=train, warm_start=warm_start)
     acquisition_spec = AcquisitionSpec(
