@@ -18,3 +18,15 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         metrics = (tmp_path / run / "metrics.csv").read_text().splitlines()
         assert len(metrics) == 3  # header + 2 iterations
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+
+
+def test_demo_refuses_impossible_sizes_and_used_folders(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(app, ["demo", "--n-galaxies", "100", "--initial-labelled", "50", "--eval-size", "50"])
+    assert result.exit_code == 1
+    assert "must exceed --initial-labelled + --eval-size" in result.output
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("")
+    result = runner.invoke(app, ["demo", "--out-dir", str(tmp_path / "used")])
+    assert result.exit_code == 1
+    assert "not empty" in result.output

@@ -11,7 +11,7 @@ from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED
 
 @pytest.fixture
 def ledger(tmp_path):
-    ledger = Ledger(tmp_path / "ledger.sqlite", n_answers=2)
+    ledger = Ledger(tmp_path / "ledger.sqlite", n_answers=2, create=True)
     ledger.add_galaxies(["a", "b", "c", "d"])
     yield ledger
     ledger.close()
@@ -58,8 +58,14 @@ def test_votes_for_unrequested_galaxies_are_rejected(ledger):
         ledger.record([Delivery("x1", "a", (1, 0, 0))], iteration=2)
 
 
+def test_opening_a_missing_ledger_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="create-instructions"):
+        Ledger(tmp_path / "nothing.sqlite", n_answers=2)
+    assert not (tmp_path / "nothing.sqlite").exists()
+
+
 def test_ledger_survives_reopening(tmp_path):
-    ledger = Ledger(tmp_path / "l.sqlite", n_answers=2)
+    ledger = Ledger(tmp_path / "l.sqlite", n_answers=2, create=True)
     ledger.add_galaxies(["a"])
     ledger.mark_requested(["a"], 1)
     ledger.close()
@@ -110,7 +116,7 @@ def test_simulated_oracle_subsamples_and_duplicates(tmp_path):
         assert sum(d.counts) == 5
         assert all(c <= f for c, f in zip(d.counts, full.loc[d.id_str]))
     assert oracle.collect(2) == delivered
-    ledger = Ledger(tmp_path / "ledger.sqlite", 2)
+    ledger = Ledger(tmp_path / "ledger.sqlite", 2, create=True)
     ledger.add_galaxies(ids)
     ledger.mark_requested(ids, 1)
     assert ledger.record(delivered, 2) == 20

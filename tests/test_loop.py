@@ -167,3 +167,27 @@ def test_create_instructions_needs_a_simulation(simulation, tmp_path):
     )
     assert result.exit_code == 1
     assert "not available yet" in result.output
+
+
+def test_shards_of_another_simulation_are_refused(simulation, tmp_path):
+    """Hidden votes must match the pool, and none may sit in train/eval (label leakage)."""
+    catalog_dir, shard_dir = simulation
+    catalog = pd.read_parquet(catalog_dir / "labelled_catalog.parquet")
+    catalog["file_loc"] = catalog["file_loc"].astype(str)
+    other = define_experiment(catalog, SCHEMA, retirement=1, seed=1, simulation_size=N_POOL)
+    save_experiment(other, SCHEMA, tmp_path / "other", {})
+    result = CliRunner().invoke(
+        app, ["create-instructions", "--catalog-dir", str(tmp_path / "other"), "--shard-dir", str(shard_dir),
+              "--experiment-dir", str(tmp_path / "e")],
+    )
+    assert result.exit_code == 1
+    assert "have no hidden votes" in result.output or "would leak" in result.output
+    assert not (tmp_path / "e" / "ledger.sqlite").exists()
+
+
+def test_running_a_folder_without_a_ledger_fails_clearly(simulation, tmp_path):
+    experiment = make_experiment(simulation, tmp_path / "exp")
+    (experiment / "ledger.sqlite").unlink()
+    with pytest.raises(FileNotFoundError, match="no complete experiment"):
+        run_iteration(experiment)
+    assert not (experiment / "ledger.sqlite").exists()

@@ -240,6 +240,9 @@ def save_experiment(
         raise FileExistsError(f"{save_dir} already exists and is not empty; choose a new --save-dir")
     save_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.tmp-", dir=save_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the experiment is as readable as any folder
     try:
         write_catalog(experiment.labelled, tmp / "labelled_catalog.parquet", schema)
         write_catalog(experiment.unlabelled, tmp / "unlabelled_catalog.parquet", schema)

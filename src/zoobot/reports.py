@@ -8,16 +8,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from zoobot.loop.layout import metrics_table
+
 CURVE_COLUMNS = ["iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae"]
 
 
 def learning_curve(experiment_dir: str | Path) -> pd.DataFrame:
-    """One row per complete iteration: labels used and eval metrics."""
-    path = Path(experiment_dir) / "metrics.csv"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run at least one iteration of {experiment_dir}")
-    table = pd.read_csv(path)
-    return table[[c for c in CURVE_COLUMNS if c in table.columns]]
+    """One row per complete iteration: labels used and eval metrics (all numeric columns).
+
+    Read from the iteration folders themselves, so it is right even if a run was killed
+    before metrics.csv was refreshed.
+    """
+    table = metrics_table(Path(experiment_dir))
+    if table.empty:
+        raise FileNotFoundError(f"{experiment_dir} has no complete iteration yet; run one with `zoobot run`")
+    first = [c for c in CURVE_COLUMNS if c in table.columns]
+    return table[first + [c for c in table.columns if c not in first]]
 
 
 @dataclass
@@ -41,6 +47,9 @@ def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "e
 
     The active curve is interpolated linearly in n_labelled between iterations.
     """
+    for name, curve in (("active", active), ("baseline", baseline)):
+        if metric not in curve.columns:
+            raise KeyError(f"the {name} learning curve has no metric {metric!r}; it has {list(curve.columns)}")
     target = float(baseline[metric].iloc[-1])
     baseline_labels = int(baseline["n_labelled"].iloc[-1])
     labels = active["n_labelled"].to_numpy(dtype=float)

@@ -77,6 +77,13 @@ def demo_command(
     from zoobot.shards import write_shards
     from zoobot.synthetic import make_synthetic_catalog
 
+    if n_galaxies <= initial_labelled + eval_size:
+        fail(
+            f"--n-galaxies ({n_galaxies}) must exceed --initial-labelled + --eval-size "
+            f"({initial_labelled} + {eval_size}), so that some galaxies are left for the pool"
+        )
+    if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
+        fail(f"{out_dir} is not empty; choose a new --out-dir")
     started = time.perf_counter()
     root = out_dir or Path(tempfile.mkdtemp(prefix="zoobot-demo-"))
     root.mkdir(parents=True, exist_ok=True)

@@ -154,8 +154,10 @@ def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optiona
     quiet_lightning()
     try:
         metrics = run_iteration(experiment_dir, epochs=epochs, learning_rate=learning_rate)
-    except (FileNotFoundError, ValueError, NotImplementedError) as error:
+    except (FileNotFoundError, ValueError, NotImplementedError, RuntimeError) as error:
         fail(str(error))
+    except KeyError as error:
+        fail(str(error.args[0]))
     summary = {k: metrics.get(k) for k in ("iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae", "n_acquired")}
     logger.info("%s", json.dumps(summary))
     return metrics

@@ -8,10 +8,12 @@ from rich.console import Console
 from rich.table import Table
 
 from zoobot.cli.app import app, fail
-from zoobot.reports import label_savings, learning_curve, plot_learning_curves
+from zoobot.reports import CURVE_COLUMNS, label_savings, learning_curve, plot_learning_curves
 
 
 def print_curve(console: Console, name: str, curve) -> None:
+    """The learning curve's main columns as a table."""
+    curve = curve[[c for c in CURVE_COLUMNS if c in curve.columns]]
     table = Table(title=f"learning curve: {name}")
     for column in curve.columns:
         table.add_column(column, justify="right")
@@ -38,7 +40,10 @@ def report_command(
     for name, curve in curves.items():
         print_curve(console, name, curve)
     if baseline is not None:
-        savings = label_savings(curves["active"], curves["baseline"], metric)
+        try:
+            savings = label_savings(curves["active"], curves["baseline"], metric)
+        except KeyError as error:
+            fail(str(error.args[0]))
         if savings.active_labels is None:
             console.print(
                 f"active learning never reached the baseline's final {metric} of {savings.target:.4f} "

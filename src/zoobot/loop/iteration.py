@@ -23,11 +23,13 @@ rerun skips the steps whose results exist:
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import time
+from contextlib import closing, contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -46,7 +48,18 @@ from zoobot.loop.instructions import (
     load_instructions,
     save_instructions,
 )
+from zoobot.loop.layout import (
+    FINAL_STATE,
+    LEDGER,
+    completed_iterations,
+    is_complete,
+    iteration_dir,
+    next_iteration,
+    partial_dir,
+    write_metrics_table,
+)
 from zoobot.loop.ledger import LABELLED, UNLABELLED, Ledger
+from zoobot.catalog import describe_ids
 from zoobot.metrics import evaluate_predictions
 from zoobot.oracles import Delivery, Oracle
 from zoobot.oracles.simulated import SimulatedOracle
@@ -57,46 +70,23 @@ from zoobot.training import load_model, train_model
 
 logger = logging.getLogger(__name__)
 
-FINAL_STATE = "final_state.json"
-LEDGER = "ledger.sqlite"
-
-
-def iteration_dir(experiment_dir: Path, iteration: int) -> Path:
-    return Path(experiment_dir) / "iterations" / f"iteration_{iteration:03d}"
-
-
-def partial_dir(experiment_dir: Path, iteration: int) -> Path:
-    return Path(experiment_dir) / "iterations" / f".iteration_{iteration:03d}.partial"
-
-
-def is_complete(folder: Path) -> bool:
-    return (folder / FINAL_STATE).exists()
-
-
-def completed_iterations(experiment_dir: Path) -> list[int]:
-    folder = Path(experiment_dir) / "iterations"
-    if not folder.exists():
-        return []
-    return sorted(
-        int(p.name.split("_")[1]) for p in folder.glob("iteration_*") if is_complete(p)
-    )
-
-
-def next_iteration(experiment_dir: Path) -> int:
-    done = completed_iterations(experiment_dir)
-    return done[-1] + 1 if done else 1
-
-
 def create_experiment(
     experiment_dir: Path, model: ModelSpec, acquisition_spec: AcquisitionSpec, instructions: Instructions
 ) -> Path:
     """Save the instructions and a ledger in which the train split starts labelled.
 
-    The ledger is built under a temporary name and renamed, so a half-made ledger never exists.
+    The ledger is written last, under a temporary name, then renamed: it marks the experiment
+    as created. For a simulated oracle, the shards must come from the simulation: every pool
+    galaxy has hidden votes, and no train or eval galaxy does (that would leak labels).
     """
     experiment_dir = Path(experiment_dir)
     if (experiment_dir / LEDGER).exists():
         raise FileExistsError(f"{experiment_dir} already holds an experiment; continue it with `zoobot run`")
+    leftovers = [p.name for p in (experiment_dir / "iterations", experiment_dir / "oracle_state.sqlite") if p.exists()]
+    if leftovers:
+        raise FileExistsError(
+            f"{experiment_dir} holds {leftovers} but no ledger; choose a new experiment folder"
+        )
     reader = ShardReader(instructions.shard_dir)
     schema = get_schema(instructions.schema)
     if reader.vote_columns != schema.answer_columns:
@@ -104,21 +94,43 @@ def create_experiment(
             f"shards in {instructions.shard_dir} hold votes {reader.vote_columns}, expected "
             f"{schema.answer_columns} for schema {schema.name!r}; make shards from this experiment's catalogs"
         )
+    train_ids, pool_ids = list(reader.ids("train")), list(reader.ids("pool"))
+    if instructions.oracle.kind == "simulated":
+        _check_simulation_shards(reader, instructions)
     experiment_dir.mkdir(parents=True, exist_ok=True)
     save_instructions(experiment_dir, model, acquisition_spec, instructions)
+    for stale in experiment_dir.glob(f".{LEDGER}.tmp-*"):
+        stale.unlink()
     tmp = experiment_dir / f".{LEDGER}.tmp-{os.getpid()}"
-    tmp.unlink(missing_ok=True)
-    ledger = Ledger(tmp, schema.n_answers)
-    train_ids = list(reader.ids("train"))
-    ledger.add_galaxies(train_ids, LABELLED)
-    counts = reader.votes(reader.positions(train_ids))
-    ledger.record(
-        (Delivery(f"initial:{i}", i, tuple(c.tolist())) for i, c in zip(train_ids, counts)), iteration=0
-    )
-    ledger.add_galaxies(list(reader.ids("pool")), UNLABELLED)
-    ledger.close()
+    ledger = Ledger(tmp, schema.n_answers, create=True)
+    try:
+        ledger.add_galaxies(train_ids, LABELLED)
+        counts = reader.votes(reader.positions(train_ids))
+        initial = (Delivery(f"initial:{i}", i, tuple(c.tolist())) for i, c in zip(train_ids, counts))
+        ledger.record(initial, iteration=0)
+        ledger.add_galaxies(pool_ids, UNLABELLED)
+    finally:
+        ledger.close()
     os.replace(tmp, experiment_dir / LEDGER)
     return experiment_dir
+
+
+def _check_simulation_shards(reader: ShardReader, instructions: Instructions) -> None:
+    hidden = set(pd.read_parquet(instructions.oracle.oracle_path, columns=["id_str"])["id_str"].astype(str))
+    unanswerable = sorted(set(reader.ids("pool")) - hidden)
+    if unanswerable:
+        raise ValueError(
+            f"pool galaxies {describe_ids(unanswerable)} in {instructions.shard_dir} have no hidden "
+            f"votes in {instructions.oracle.oracle_path}; make the shards from this simulation's "
+            "simulation_context catalogs"
+        )
+    leaked = sorted(hidden & (set(reader.ids("train")) | set(reader.ids("eval"))))
+    if leaked:
+        raise ValueError(
+            f"train/eval galaxies {describe_ids(leaked)} in {instructions.shard_dir} are hidden in the "
+            "oracle, so their votes would leak into training; make the shards from this simulation's "
+            "simulation_context catalogs"
+        )
 
 
 def build_oracle(experiment_dir: Path, instructions: Instructions, schema: Schema) -> Oracle:
@@ -162,59 +174,90 @@ def run_iteration(
         )
     schema = get_schema(instructions.schema)
     reader = ShardReader(instructions.shard_dir)
-    ledger = Ledger(experiment_dir / LEDGER, schema.n_answers)
-    oracle = build_oracle(experiment_dir, instructions, schema)
-    work = partial_dir(experiment_dir, iteration)
-    work.mkdir(parents=True, exist_ok=True)
-    metrics: dict = {"iteration": iteration}
-    try:
-        ledger.record(oracle.collect(iteration), iteration)
-        metrics["deliveries_collected"] = ledger.n_collected_in(iteration)
-        logger.info(
-            "iteration %d: step collect done (%d deliveries)", iteration, metrics["deliveries_collected"]
+    with _exclusive(experiment_dir), closing(Ledger(experiment_dir / LEDGER, schema.n_answers)) as ledger, \
+            closing(build_oracle(experiment_dir, instructions, schema)) as oracle:
+        work = partial_dir(experiment_dir, iteration)
+        work.mkdir(parents=True, exist_ok=True)
+        metrics = _collect(work, iteration, ledger, oracle)
+        return _finish_iteration(
+            experiment_dir, iteration, work, metrics, reader, ledger, oracle, schema,
+            model_spec, acquisition_spec, instructions, epochs, learning_rate,
         )
 
-        train_ids, train_counts = ledger.labelled_votes()
-        metrics["n_labelled"] = len(train_ids)
-        metrics["votes_used"] = int(train_counts.sum())
-        metrics["n_pending"] = ledger.counts()["requested"]
-        checkpoint, train_record = _train(
-            experiment_dir, iteration, work, reader, schema, model_spec, instructions,
-            train_ids, train_counts, epochs, learning_rate,
-        )
-        metrics.update(train_record)
-        logger.info("iteration %d: step train done (%.1f s)", iteration, train_record["train_seconds"])
 
-        model = load_model(checkpoint)
-        torch.manual_seed(instructions.seed + iteration)  # the same dropout masks after a resume
-        metrics.update(_evaluate(work, model, reader, schema, acquisition_spec))
-        logger.info("iteration %d: step evaluate done (eval loss %.4f)", iteration, metrics["eval_loss"])
-
-        torch.manual_seed(instructions.seed + iteration + 1)
-        acquired, acquisition_seconds = _acquire(
-            work, iteration, model, reader, ledger, schema, acquisition_spec, instructions
-        )
-        metrics["acquisition_seconds"] = acquisition_seconds
-        logger.info("iteration %d: step acquire done (%d galaxies)", iteration, len(acquired))
-
-        already = ledger.requested_in(iteration)
-        if already and sorted(already) != sorted(acquired):
+@contextmanager
+def _exclusive(experiment_dir: Path):
+    """Hold a lock on the experiment, so two processes never run its iterations at once."""
+    with open(Path(experiment_dir) / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
             raise RuntimeError(
-                f"ledger and {work / 'acquired.csv'} disagree on iteration {iteration}'s requests"
-            )
-        if not already and acquired:
-            ledger.mark_requested(acquired, iteration)
-        oracle.request(acquired, iteration)
-        metrics["n_acquired"] = len(acquired)
-        logger.info("iteration %d: step request done", iteration)
+                f"another zoobot process is running an iteration of {experiment_dir}; wait for it"
+            ) from None
+        yield
 
-        _write_json(work / "metrics.json", metrics)
-        _write_json(work / FINAL_STATE, {"iteration": iteration, "ledger": ledger.counts()})
-        os.replace(work, iteration_dir(experiment_dir, iteration))
-        write_metrics_table(experiment_dir)
-        logger.info("iteration %d: complete", iteration)
-    finally:
-        ledger.close()
+
+def _collect(work: Path, iteration: int, ledger: Ledger, oracle: Oracle) -> dict:
+    """Step 1: record the oracle's deliveries; after a crash, the recorded state is reused."""
+    path = work / "collected.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    ledger.record(oracle.collect(iteration), iteration)
+    metrics = {
+        "iteration": iteration,
+        "deliveries_collected": ledger.n_collected_in(iteration),
+        "n_pending": ledger.n_pending_before(iteration),
+    }
+    _write_json(path, metrics)
+    logger.info("iteration %d: step collect done (%d deliveries)", iteration, metrics["deliveries_collected"])
+    return metrics
+
+
+def _finish_iteration(
+    experiment_dir, iteration, work, metrics, reader, ledger, oracle, schema,
+    model_spec, acquisition_spec, instructions, epochs, learning_rate,
+) -> dict:
+    """Steps 2-6: train, evaluate, acquire, request, and make the iteration complete."""
+    train_ids, train_counts = ledger.labelled_votes()
+    metrics["n_labelled"] = len(train_ids)
+    metrics["votes_used"] = int(train_counts.sum())
+    checkpoint, train_record = _train(
+        experiment_dir, iteration, work, reader, schema, model_spec, instructions,
+        train_ids, train_counts, epochs, learning_rate,
+    )
+    metrics.update(train_record)
+    logger.info("iteration %d: step train done (%.1f s)", iteration, train_record["train_seconds"])
+
+    model = load_model(checkpoint)
+    torch.manual_seed(instructions.seed + iteration)  # the same dropout masks after a resume
+    metrics.update(_evaluate(work, model, reader, schema, acquisition_spec))
+    logger.info("iteration %d: step evaluate done (eval loss %.4f)", iteration, metrics["eval_loss"])
+
+    torch.manual_seed(instructions.seed + iteration + 1)
+    acquired, acquisition_seconds = _acquire(
+        work, iteration, model, reader, ledger, schema, acquisition_spec, instructions
+    )
+    metrics["acquisition_seconds"] = acquisition_seconds
+    logger.info("iteration %d: step acquire done (%d galaxies)", iteration, len(acquired))
+
+    already = ledger.requested_in(iteration)
+    if already and sorted(already) != sorted(acquired):
+        raise RuntimeError(
+            f"the ledger's requests for iteration {iteration} differ from {work / 'acquired.csv'}; "
+            "the partial folder was altered. Restore it, or start a new experiment"
+        )
+    if not already and acquired:
+        ledger.mark_requested(acquired, iteration)
+    oracle.request(acquired, iteration)
+    metrics["n_acquired"] = len(acquired)
+    logger.info("iteration %d: step request done", iteration)
+
+    _write_json(work / "metrics.json", metrics)
+    _write_json(work / FINAL_STATE, {"iteration": iteration, "ledger": ledger.counts()})
+    os.replace(work, iteration_dir(experiment_dir, iteration))
+    write_metrics_table(experiment_dir)
+    logger.info("iteration %d: complete", iteration)
     return metrics
 
 
@@ -336,16 +379,3 @@ def score_stream(batches, score, selector, scores_path: Path, schema, expected_v
     if writer is not None:
         os.replace(tmp, scores_path)
     return n_scored
-
-
-def write_metrics_table(experiment_dir: Path) -> Path:
-    """Rebuild metrics.csv from the complete iterations' metrics.json files."""
-    rows = []
-    for n in completed_iterations(experiment_dir):
-        metrics = json.loads((iteration_dir(experiment_dir, n) / "metrics.json").read_text())
-        rows.append({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
-    path = Path(experiment_dir) / "metrics.csv"
-    tmp = path.with_name(".metrics.csv.tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path

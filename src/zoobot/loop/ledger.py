@@ -45,8 +45,13 @@ class LedgerError(ValueError):
 class Ledger:
     """Galaxy states and vote deliveries, stored in ``path`` (SQLite, WAL journal)."""
 
-    def __init__(self, path: str | Path, n_answers: int):
+    def __init__(self, path: str | Path, n_answers: int, create: bool = False):
         self.path = Path(path)
+        if not create and not self.path.exists():
+            raise FileNotFoundError(
+                f"{self.path} is missing: this folder holds no complete experiment; "
+                "create one with `zoobot create-instructions` or `zoobot simulate`"
+            )
         self.n_answers = n_answers
         self._db = sqlite3.connect(self.path, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -144,6 +149,11 @@ class Ledger:
         """Deliveries first recorded in this iteration."""
         query = "SELECT COUNT(*) FROM deliveries WHERE iteration_collected = ?"
         return self._db.execute(query, (iteration,)).fetchone()[0]
+
+    def n_pending_before(self, iteration: int) -> int:
+        """Galaxies requested in earlier iterations whose votes have not arrived."""
+        query = "SELECT COUNT(*) FROM galaxies WHERE state = ? AND iteration_acquired < ?"
+        return self._db.execute(query, (REQUESTED, iteration)).fetchone()[0]
 
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT state, COUNT(*) FROM galaxies GROUP BY state").fetchall()

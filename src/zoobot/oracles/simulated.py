@@ -49,7 +49,7 @@ class SimulatedOracle:
         self.delay = delay
         self.duplicate_rate = duplicate_rate
         self.seed = seed
-        hidden = pd.read_parquet(oracle_path)
+        hidden = pd.read_parquet(oracle_path, columns=["id_str", *schema.answer_columns])
         self._hidden = dict(
             zip(hidden["id_str"].astype(str), hidden[schema.answer_columns].to_numpy(dtype=np.int64))
         )
@@ -57,6 +57,9 @@ class SimulatedOracle:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS requests (id_str TEXT PRIMARY KEY, iteration INTEGER NOT NULL)"
         )
+
+    def close(self) -> None:
+        self._db.close()
 
     def request(self, ids: Sequence[str], iteration: int) -> None:
         unknown = [i for i in ids if i not in self._hidden]
@@ -84,6 +87,11 @@ class SimulatedOracle:
             if rng.random() < self.duplicate_rate:
                 deliveries.append(delivery)
         return deliveries
+
+    @property
+    def ids(self) -> set[str]:
+        """Every galaxy whose votes this oracle can reveal."""
+        return set(self._hidden)
 
     def _reveal(self, id_str: str, rng: np.random.Generator) -> np.ndarray:
         """(n_answers,) the revealed subset of one galaxy's hidden votes."""
