@@ -119,20 +119,25 @@ def validate_catalog(
             "matches the catalog with --schema."
         )
     for column in schema.answer_columns:
-        values = pd.to_numeric(catalog[column], errors="coerce").to_numpy(dtype=np.float64)
-        problems = {
-            "is empty or not a number (a missing vote is 0, never NaN)": ~np.isfinite(values),
-            "is not a whole number of votes": np.isfinite(values) & (values != np.round(values)),
-            "is negative": values < 0,
-        }
-        for problem, mask in problems.items():
-            if mask.any():
-                raise CatalogError(
-                    f"{name}: column {column!r} {problem} for ids "
-                    f"{describe_ids(catalog['id_str'][mask])}. Vote columns hold integer counts >= 0."
-                )
-        catalog[column] = values.astype(np.int64)
+        catalog[column] = vote_counts(
+            catalog[column], catalog["id_str"], f"{name}: column {column!r}",
+            "Vote columns hold integer counts >= 0 (a missing vote is 0, never NaN).",
+        )
     return catalog
+
+
+def vote_counts(values: pd.Series, ids: pd.Series, where: str, fix: str, error: type = CatalogError) -> np.ndarray:
+    """(galaxy,) int64 vote counts; NaN, fractional or negative values raise ``error`` naming the ids."""
+    values = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    problems = {
+        "is empty or not a number": ~np.isfinite(values),
+        "is not a whole number of votes": np.isfinite(values) & (values != np.round(values)),
+        "is negative": values < 0,
+    }
+    for problem, mask in problems.items():
+        if mask.any():
+            raise error(f"{where} {problem} for ids {describe_ids(np.asarray(ids)[mask])}. {fix}")
+    return values.astype(np.int64)
 
 
 def load_catalog(

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.catalog import CatalogError, describe_ids, validate_catalog, write_catalog
+from zoobot.catalog import CatalogError, describe_ids, validate_catalog, vote_counts, write_catalog
 from zoobot.schema import Schema
 
 logger = logging.getLogger(__name__)
@@ -167,22 +167,14 @@ def check_ids(ids: pd.Series, path, column: str) -> pd.Series:
 
 def counts_as_int(table: pd.DataFrame, columns: list[str], ids: pd.Series, path) -> pd.DataFrame:
     """Vote-count columns as int64; raise naming the column and ids for NaN, fractions or negatives."""
-    out = {}
-    for column in columns:
-        values = pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=np.float64)
-        problems = {
-            "is empty or not a number": ~np.isfinite(values),
-            "is not a whole number": np.isfinite(values) & (values != np.round(values)),
-            "is negative": values < 0,
-        }
-        for problem, mask in problems.items():
-            if mask.any():
-                raise ConversionError(
-                    f"{path}: vote-count column {column!r} {problem} for ids "
-                    f"{describe_ids(ids[mask])}. Count columns must hold whole numbers of votes >= 0; "
-                    "check that this is the right table and that it was not edited."
-                )
-        out[column] = values.astype(np.int64)
+    fix = (
+        "Count columns must hold whole numbers of votes >= 0; check that this is the right table "
+        "and that it was not edited."
+    )
+    out = {
+        column: vote_counts(table[column], ids, f"{path}: vote-count column {column!r}", fix, ConversionError)
+        for column in columns
+    }
     return pd.DataFrame(out, index=table.index)
 
 
