@@ -37,6 +37,7 @@ import pandas as pd
 
 from zoobot import __version__
 from zoobot.catalog import describe_ids, validate_catalog
+from zoobot.files import write_json_atomic
 from zoobot.images import DECODE_SETTINGS, ImageError, load_image
 from zoobot.schema import Schema
 
@@ -172,7 +173,7 @@ def write_shards(
             "decode": DECODE_SETTINGS,
             "checksums": {"sha256": {name: _sha256(tmp / name) for name in checksummed}},
         }
-        _write_json_atomic(tmp / CONFIG_NAME, config)  # last: marks the folder complete
+        write_json_atomic(tmp / CONFIG_NAME, config)  # last: marks the folder complete
         os.replace(tmp, shard_dir)  # replaces an empty shard_dir too
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -390,16 +391,6 @@ def _sha256(path: Path) -> str:
         while block := file.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _write_json_atomic(path: Path, record: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
-
-
-# ---------------------------------------------------------------------------------------------
-# reading
 
 
 def read_config(shard_dir: str | os.PathLike) -> dict:

@@ -51,6 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
 from zoobot.catalog import describe_ids
+from zoobot.files import write_json_atomic
 from zoobot.losses import vote_nll
 from zoobot.models import GalaxyModel, create_model, model_from_config
 from zoobot.predict import to_greyscale
@@ -356,12 +357,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             tmp.unlink(missing_ok=True)
 
 
-def write_json_atomic(record: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def _read_checkpoint(checkpoint: Path) -> dict:
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
@@ -452,7 +447,7 @@ class RunRecord(Callback):
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.is_global_zero:
-            write_json_atomic(self.result(trainer), self.save_dir / RESULT_FILE)
+            write_json_atomic(self.save_dir / RESULT_FILE, self.result(trainer))
 
 
 # ---------------------------------------------------------------- entry point

@@ -83,7 +83,8 @@ def train_command(
 
     from zoobot.metrics import format_metrics
     from zoobot.shards import ShardError, ShardReader
-    from zoobot.training import TrainSettings, load_model, train_model, write_json_atomic
+    from zoobot.files import write_json_atomic
+    from zoobot.training import TrainSettings, load_model, train_model
 
     quiet_lightning()
 
@@ -140,5 +141,5 @@ def train_command(
         "settings": asdict(settings),
         "metrics": metrics,
     }
-    write_json_atomic(record, Path(save_dir) / "metrics.json")
+    write_json_atomic(Path(save_dir) / "metrics.json", record)
     typer.echo(f"metrics written to {Path(save_dir) / 'metrics.json'}")

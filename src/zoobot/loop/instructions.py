@@ -13,10 +13,10 @@ Three files in ``EXPERIMENT/instructions/`` map onto the three concepts of the o
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from zoobot.files import write_json_atomic
 from zoobot.training import TrainSettings
 
 INSTRUCTIONS_DIR = "instructions"
@@ -70,12 +70,6 @@ class Instructions:
     oracle: OracleSpec = field(default_factory=OracleSpec)
 
 
-def _to_json(path: Path, value) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(asdict(value), indent=2))
-    os.replace(tmp, path)
-
-
 def _from_dict(cls, data: dict):
     """Rebuild a (nested) dataclass; unknown keys are an error naming them."""
     names = {f.name: f for f in fields(cls)}
@@ -91,9 +85,9 @@ def save_instructions(
 ) -> Path:
     folder = Path(experiment_dir) / INSTRUCTIONS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    _to_json(folder / "model_spec.json", model)
-    _to_json(folder / "acquisition_spec.json", acquisition)
-    _to_json(folder / "instructions.json", instructions)
+    write_json_atomic(folder / "model_spec.json", asdict(model))
+    write_json_atomic(folder / "acquisition_spec.json", asdict(acquisition))
+    write_json_atomic(folder / "instructions.json", asdict(instructions))
     return folder
 
 

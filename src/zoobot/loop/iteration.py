@@ -51,8 +51,6 @@ from zoobot.loop.instructions import (
 from zoobot.loop.layout import (
     FINAL_STATE,
     LEDGER,
-    completed_iterations,
-    is_complete,
     iteration_dir,
     next_iteration,
     partial_dir,
@@ -60,6 +58,7 @@ from zoobot.loop.layout import (
 )
 from zoobot.loop.ledger import LABELLED, UNLABELLED, Ledger
 from zoobot.catalog import describe_ids
+from zoobot.files import write_json_atomic
 from zoobot.metrics import evaluate_predictions
 from zoobot.oracles import Delivery, Oracle
 from zoobot.oracles.simulated import SimulatedOracle
@@ -150,12 +149,6 @@ def build_oracle(experiment_dir: Path, instructions: Instructions, schema: Schem
     )
 
 
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(value, indent=2, default=str))
-    os.replace(tmp, path)
-
-
 def run_iteration(
     experiment_dir: Path,
     iteration: int | None = None,
@@ -209,7 +202,7 @@ def _collect(work: Path, iteration: int, ledger: Ledger, oracle: Oracle) -> dict
         "deliveries_collected": ledger.n_collected_in(iteration),
         "n_pending": ledger.n_pending_before(iteration),
     }
-    _write_json(path, metrics)
+    write_json_atomic(path, metrics)
     logger.info("iteration %d: step collect done (%d deliveries)", iteration, metrics["deliveries_collected"])
     return metrics
 
@@ -253,8 +246,8 @@ def _finish_iteration(
     metrics["n_acquired"] = len(acquired)
     logger.info("iteration %d: step request done", iteration)
 
-    _write_json(work / "metrics.json", metrics)
-    _write_json(work / FINAL_STATE, {"iteration": iteration, "ledger": ledger.counts()})
+    write_json_atomic(work / "metrics.json", metrics)
+    write_json_atomic(work / FINAL_STATE, {"iteration": iteration, "ledger": ledger.counts()})
     os.replace(work, iteration_dir(experiment_dir, iteration))
     write_metrics_table(experiment_dir)
     logger.info("iteration %d: complete", iteration)
@@ -292,7 +285,7 @@ def _train(
         "train_seconds": result.seconds,
         "settings": asdict(settings),
     }
-    _write_json(record_path, record)
+    write_json_atomic(record_path, record)
     record.pop("checkpoint")
     return Path(result.best_checkpoint), record
 
@@ -312,7 +305,7 @@ def _evaluate(work, model, reader, schema, spec: AcquisitionSpec) -> dict:
     metrics = {"eval_loss": float(report["loss"]), "eval_report": report}
     if "mae" in report:
         metrics["eval_mae"] = float(report["mae"])
-    _write_json(path, metrics)
+    write_json_atomic(path, metrics)
     return metrics
 
 
@@ -344,7 +337,7 @@ def _acquire(work, iteration, model, reader, ledger, schema, spec: AcquisitionSp
     score_stream(batches, score, selector, work / "scores.parquet", schema, spec.expected_votes, rng)
     acquired = [str(i) for i in selector.result().ids]
     seconds = time.perf_counter() - started
-    _write_json(work / "acquisition.json", {"seconds": seconds, "n_candidates": len(candidates), **asdict(spec)})
+    write_json_atomic(work / "acquisition.json", {"seconds": seconds, "n_candidates": len(candidates), **asdict(spec)})
     tmp = work / ".acquired.csv.tmp"
     pd.DataFrame({"id_str": acquired}).to_csv(tmp, index=False)
     os.replace(tmp, acquired_path)
