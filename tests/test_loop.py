@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,9 +14,10 @@ from typer.testing import CliRunner
 from zoobot.catalog import define_experiment, save_experiment
 from zoobot.cli import app
 from zoobot.cli.loop import build_instructions
-from zoobot.loop.iteration import completed_iterations, iteration_dir, run_iteration
+from zoobot.loop.iteration import run_iteration
+from zoobot.loop.layout import completed_iterations, iteration_dir
 from zoobot.loop.instructions import load_instructions
-from zoobot.loop.ledger import LABELLED, REQUESTED, Ledger
+from zoobot.loop.ledger import REQUESTED, Ledger
 from zoobot.schema import get_schema
 from zoobot.shards import write_shards
 from zoobot.synthetic import make_synthetic_catalog

@@ -1,7 +1,6 @@
 """MC prediction: head-only sampling, streaming, TTA, bf16, the Parquet writer, metrics, `zoobot predict`."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

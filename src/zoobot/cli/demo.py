@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from zoobot.cli.app import app, fail
+from zoobot.loop.layout import completed_iterations
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +31,6 @@ def run_side_by_side(experiments: list[Path], iterations: int) -> None:
     One thread per process on a 2-core machine ran about twice as fast as one process with two
     threads. Each process logs to EXPERIMENT.log; a progress bar counts finished iterations.
     """
-    from zoobot.loop.iteration import completed_iterations
-
     threads = max(1, (os.cpu_count() or 1) // len(experiments))
     processes = []
     for experiment in experiments:

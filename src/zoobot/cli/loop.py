@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from zoobot.cli.app import app, fail, quiet_lightning
+from zoobot.loop.layout import LEDGER, completed_iterations, is_complete, iteration_dir, next_iteration
 
 logger = logging.getLogger(__name__)
 
@@ -172,8 +173,6 @@ def run_iteration_command(
     learning_rate: Optional[float] = typer.Option(None, help="Override the learning rate for this iteration."),
 ) -> None:
     """Run one iteration, named by its folder, as in the original design."""
-    from zoobot.loop.iteration import is_complete, iteration_dir, next_iteration
-
     experiment_dir = instructions_dir.parent
     expected = next_iteration(experiment_dir)
     if this_iteration_dir.resolve() != iteration_dir(experiment_dir, expected).resolve():
@@ -227,9 +226,7 @@ def simulate_command(
     """
     plan = dict(locals())
     del plan["iterations"]
-    from zoobot.loop.iteration import completed_iterations
-
-    if not (experiment_dir / "ledger.sqlite").exists():
+    if not (experiment_dir / LEDGER).exists():
         build_instructions(**plan)
     while len(completed_iterations(experiment_dir)) < iterations:
         _run_one(experiment_dir, None, None)
