@@ -485,6 +485,16 @@ def _split_predictions(predictions, schema: Schema | None) -> tuple[str, np.ndar
     )
 
 
+def _by_likelihood(binomial_fn, dirichlet_fn, predictions, schema, expected_votes, rng, max_outcomes, draws_per_sample):
+    """Route (galaxy, sample, output) predictions to the binomial or Dirichlet form of a score."""
+    kind, values = _split_predictions(predictions, schema)
+    if kind == "binomial":
+        return binomial_fn(values, expected_votes)
+    return dirichlet_fn(
+        values, schema, expected_votes, rng=rng, max_outcomes=max_outcomes, draws_per_sample=draws_per_sample
+    )
+
+
 def bald(
     predictions,
     schema: Schema | None = None,
@@ -495,11 +505,8 @@ def bald(
     draws_per_sample: int = DRAWS_PER_SAMPLE,
 ) -> np.ndarray:
     """BALD scores (galaxy,) from predictions (galaxy, sample, output); binomial or Dirichlet by shape."""
-    kind, values = _split_predictions(predictions, schema)
-    if kind == "binomial":
-        return binomial_bald(values, expected_votes)
-    return dirichlet_bald(
-        values, schema, expected_votes, rng=rng, max_outcomes=max_outcomes, draws_per_sample=draws_per_sample
+    return _by_likelihood(
+        binomial_bald, dirichlet_bald, predictions, schema, expected_votes, rng, max_outcomes, draws_per_sample
     )
 
 
@@ -513,11 +520,9 @@ def predictive_entropy(
     draws_per_sample: int = DRAWS_PER_SAMPLE,
 ) -> np.ndarray:
     """Predictive-entropy scores (galaxy,) from predictions (galaxy, sample, output)."""
-    kind, values = _split_predictions(predictions, schema)
-    if kind == "binomial":
-        return binomial_predictive_entropy(values, expected_votes)
-    return dirichlet_predictive_entropy(
-        values, schema, expected_votes, rng=rng, max_outcomes=max_outcomes, draws_per_sample=draws_per_sample
+    return _by_likelihood(
+        binomial_predictive_entropy, dirichlet_predictive_entropy,
+        predictions, schema, expected_votes, rng, max_outcomes, draws_per_sample,
     )
 
 

@@ -140,11 +140,13 @@ def require_columns(table: pd.DataFrame, columns, path, hint: str) -> None:
         )
 
 
-def debiased_fractions(table: pd.DataFrame, answer_columns: list[str], path, hint: str) -> pd.DataFrame:
-    """The ``{answer}_debiased`` columns as numbers (galaxy, answer), or a ConversionError."""
+def with_debiased(
+    extras: pd.DataFrame, table: pd.DataFrame, answer_columns: list[str], path, hint: str
+) -> pd.DataFrame:
+    """``extras`` plus the table's ``{answer}_debiased`` columns as numbers, or a ConversionError."""
     columns = [f"{c}_debiased" for c in answer_columns]
     require_columns(table, columns, path, hint)
-    return table[columns].apply(pd.to_numeric, errors="coerce")
+    return pd.concat([extras, table[columns].apply(pd.to_numeric, errors="coerce")], axis=1)
 
 
 def check_ids(ids: pd.Series, path, column: str) -> pd.Series:

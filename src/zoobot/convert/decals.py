@@ -28,7 +28,7 @@ from zoobot.convert.common import (
     ConversionError,
     ConversionReport,
     ConversionResult,
-    debiased_fractions,
+    with_debiased,
     Timer,
     check_ids,
     counts_as_int,
@@ -181,11 +181,10 @@ def convert_decals(
         prefixes = tuple(f"{q}_" for q in schema.question_names)
         extras = table[[c for c in table.columns if not c.startswith(prefixes) and c != ID_COLUMN]]
         if debiased:
-            fractions = debiased_fractions(
-                table, schema.answer_columns, table_path,
+            extras = with_debiased(
+                extras, table, schema.answer_columns, table_path,
                 "--debiased needs the {question}_{answer}_debiased columns; drop --debiased.",
             )
-            extras = pd.concat([extras, fractions], axis=1)
 
         file_loc, keep = None, None
         if images_dir is None:

@@ -22,7 +22,7 @@ from zoobot.convert.common import (
     ConversionError,
     ConversionReport,
     ConversionResult,
-    debiased_fractions,
+    with_debiased,
     Timer,
     check_ids,
     counts_as_int,
@@ -139,11 +139,10 @@ def convert_gz2(
 
         extras = table[[c for c in table.columns if not ANSWER_COLUMN.match(c) and c != column]].copy()
         if debiased:
-            fractions = debiased_fractions(
-                table, GZ2.answer_columns, table_path,
+            extras = with_debiased(
+                extras, table, GZ2.answer_columns, table_path,
                 "--debiased needs the tNN_..._debiased columns; drop --debiased for this table.",
             )
-            extras = pd.concat([extras, fractions], axis=1)
 
         file_loc, keep = None, None
         if images_dir is None:
