@@ -20,24 +20,16 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from zoobot.ids import N_IDS_SHOWN, describe_ids
 from zoobot.schema import Schema, get_schema
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_METADATA_KEY = b"zoobot.schema"
-N_IDS_SHOWN = 5
 
 
 class CatalogError(ValueError):
     """A catalog broke a contract; the message names the column, the ids and the fix."""
-
-
-def describe_ids(ids, n_shown: int = N_IDS_SHOWN) -> str:
-    """'a, b, c (3 in all)' or 'a, b, ... (1204 in all)'."""
-    ids = [str(i) for i in ids]
-    shown = ", ".join(ids[:n_shown])
-    more = ", ..." if len(ids) > n_shown else ""
-    return f"{shown}{more} ({len(ids)} in all)"
 
 
 def read_table(path: str | Path) -> pd.DataFrame:

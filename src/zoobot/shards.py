@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 
 from zoobot import __version__
-from zoobot.catalog import describe_ids, validate_catalog
+from zoobot.catalog import validate_catalog
+from zoobot.ids import describe_ids
 from zoobot.files import write_json_atomic
 from zoobot.images import DECODE_SETTINGS, ImageError, load_image
 from zoobot.schema import Schema

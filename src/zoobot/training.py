@@ -50,7 +50,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from zoobot.catalog import describe_ids
+from zoobot.ids import describe_ids
 from zoobot.files import write_json_atomic
 from zoobot.losses import vote_nll
 from zoobot.models import GalaxyModel, create_model, model_from_config

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from zoobot.catalog import CatalogError, describe_ids, read_table, validate_catalog
+from zoobot.catalog import CatalogError, read_table, validate_catalog
+from zoobot.ids import describe_ids
 from zoobot.cli.app import app, fail, quiet_lightning
 
 logger = logging.getLogger(__name__)

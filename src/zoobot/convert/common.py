@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.catalog import CatalogError, describe_ids, validate_catalog, vote_counts, write_catalog
+from zoobot.catalog import CatalogError, validate_catalog, vote_counts, write_catalog
+from zoobot.ids import describe_ids
 from zoobot.schema import Schema
 
 logger = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.catalog import describe_ids
+from zoobot.ids import describe_ids
 from zoobot.convert.common import (
     ConversionError,
     ConversionReport,

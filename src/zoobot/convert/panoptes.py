@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from zoobot.catalog import describe_ids
+from zoobot.ids import describe_ids
 from zoobot.convert.common import (
     N_EXAMPLES,
     ConversionError,

@@ -57,7 +57,7 @@ from zoobot.loop.layout import (
     write_metrics_table,
 )
 from zoobot.loop.ledger import LABELLED, UNLABELLED, Ledger
-from zoobot.catalog import describe_ids
+from zoobot.ids import describe_ids
 from zoobot.files import write_json_atomic
 from zoobot.metrics import evaluate_predictions
 from zoobot.oracles import Delivery, Oracle

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoobot.catalog import describe_ids
+from zoobot.ids import describe_ids
 from zoobot.oracles import Delivery
 
 UNLABELLED, REQUESTED, LABELLED = "unlabelled", "requested", "labelled"

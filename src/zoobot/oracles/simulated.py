@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.catalog import describe_ids
+from zoobot.ids import describe_ids
 from zoobot.oracles import Delivery
 from zoobot.schema import Schema
 
