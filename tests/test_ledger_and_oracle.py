@@ -5,7 +5,7 @@ import pytest
 from zoobot.catalog import write_catalog
 from zoobot.loop.ledger import LABELLED, REQUESTED, UNLABELLED, Ledger, LedgerError
 from zoobot.oracles import Delivery
-from zoobot.oracles.simulated import SimulatedOracle
+from zoobot.oracles.simulated import SimulatedOracle, SimulatedOracleSettings
 from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED
 
 
@@ -86,9 +86,13 @@ def write_oracle(tmp_path, schema, n=20, seed=0):
     return path, hidden
 
 
-def test_simulated_oracle_reveals_after_delay(tmp_path):
+def simulated(tmp_path, path, schema, **options):
+    return SimulatedOracle(SimulatedOracleSettings(str(path), **options), tmp_path, schema)
+
+
+def test_simulated_oracle_reveals_after_delay_and_hands_over_once(tmp_path):
     path, hidden = write_oracle(tmp_path, SMOOTH_OR_FEATURED)
-    oracle = SimulatedOracle(path, tmp_path / "state.sqlite", SMOOTH_OR_FEATURED, delay=1)
+    oracle = simulated(tmp_path, path, SMOOTH_OR_FEATURED, delay=1)
     oracle.request(["g1", "g2"], iteration=1)
     oracle.request(["g1"], iteration=2)  # idempotent: g1 keeps its first request
     assert oracle.collect(2) == []
@@ -96,16 +100,16 @@ def test_simulated_oracle_reveals_after_delay(tmp_path):
     assert [d.id_str for d in delivered] == ["g1", "g2"]
     expected = hidden.set_index("id_str").loc["g1"].tolist()
     assert list(delivered[0].counts) == expected
-    assert oracle.collect(4) == delivered  # stable ids and votes: collection is idempotent
+    assert oracle.collect(3) == delivered  # the same iteration again: handed over again (crash replay)
+    assert oracle.collect(4) == []  # a later iteration gets only new deliveries
     with pytest.raises(KeyError, match=r"no hidden votes for nope"):
         oracle.request(["nope"], 1)
+    oracle.close()
 
 
 def test_simulated_oracle_subsamples_and_duplicates(tmp_path):
     path, hidden = write_oracle(tmp_path, SMOOTH_OR_FEATURED)
-    oracle = SimulatedOracle(
-        path, tmp_path / "state.sqlite", SMOOTH_OR_FEATURED, reveal_votes=5, duplicate_rate=0.5, seed=3
-    )
+    oracle = simulated(tmp_path, path, SMOOTH_OR_FEATURED, reveal_votes=5, duplicate_rate=0.5, seed=3)
     ids = [f"g{i}" for i in range(20)]
     oracle.request(ids, iteration=1)
     delivered = oracle.collect(2)
@@ -122,6 +126,7 @@ def test_simulated_oracle_subsamples_and_duplicates(tmp_path):
     assert ledger.record(delivered, 2) == 20
     assert ledger.labelled_votes()[1].sum() == 100
     ledger.close()
+    oracle.close()
 
 
 def test_simulated_oracle_subsampling_is_consistent_down_the_tree(tmp_path):
@@ -130,7 +135,7 @@ def test_simulated_oracle_subsampling_is_consistent_down_the_tree(tmp_path):
     catalog = make_synthetic_catalog(30, tmp_path / "synthetic", size=16, channels=1, seed=1)
     path = tmp_path / "oracle.parquet"
     write_catalog(catalog[["id_str", *DECALS_DR5.answer_columns]], path, DECALS_DR5)
-    oracle = SimulatedOracle(path, tmp_path / "state.sqlite", DECALS_DR5, reveal_votes=10)
+    oracle = simulated(tmp_path, path, DECALS_DR5, reveal_votes=10)
     oracle.request(catalog["id_str"].tolist(), iteration=1)
     columns = DECALS_DR5.answer_columns
     for delivery in oracle.collect(2):
@@ -141,9 +146,28 @@ def test_simulated_oracle_subsampling_is_consistent_down_the_tree(tmp_path):
                 assert total <= 10
             else:
                 assert total <= sum(counts[c] for c in question.asked_after)
+    oracle.close()
 
 
-def test_simulated_oracle_rejects_bad_settings(tmp_path):
-    path, _ = write_oracle(tmp_path, SMOOTH_OR_FEATURED)
-    with pytest.raises(ValueError, match="expected delay >= 0"):
-        SimulatedOracle(path, tmp_path / "s.sqlite", SMOOTH_OR_FEATURED, delay=-1)
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"delay": -1}, r"simulated oracle.delay: expected an integer >= 0, got -1"),
+        ({"duplicate_rate": 1.5}, r"duplicate_rate: expected a number in \[0.0, 1.0\], got 1.5"),
+        ({"reveal_votes": 0}, r"reveal_votes: expected an integer >= 1, got 0"),
+        ({"delay": 1.5}, r"delay: expected an integer >= 0, got 1.5"),
+    ],
+)
+def test_simulated_oracle_settings_are_checked_when_made(tmp_path, options, message):
+    with pytest.raises(ValueError, match=message):
+        SimulatedOracleSettings(str(tmp_path / "oracle.parquet"), **options)
+
+
+def test_partial_deliveries_keep_a_galaxy_requested(ledger):
+    ledger.mark_requested(["a"], iteration=1)
+    ledger.record([Delivery("p1", "a", (1, 0), complete=False)], iteration=2)
+    assert ledger.ids(REQUESTED) == ["a"]
+    ledger.record([Delivery("p2", "a", (2, 1), complete=True)], iteration=3)
+    assert ledger.ids(LABELLED) == ["a"]
+    assert ledger.snapshot()[0] == ("a", LABELLED, 1, 3)
+    np.testing.assert_array_equal(ledger.labelled_votes()[1], [[3, 1]])

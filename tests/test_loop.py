@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from zoobot.catalog import define_experiment, save_experiment
 from zoobot.cli import app
-from zoobot.cli.loop import build_instructions
+from zoobot.loop.experiment import create_experiment, plan_experiment
+from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
 from zoobot.loop.iteration import run_iteration
 from zoobot.loop.layout import completed_iterations, iteration_dir
 from zoobot.loop.instructions import load_instructions
@@ -21,6 +22,7 @@ from zoobot.loop.ledger import REQUESTED, Ledger
 from zoobot.schema import get_schema
 from zoobot.shards import write_shards
 from zoobot.synthetic import make_synthetic_catalog
+from zoobot.training import TrainSettings
 
 SCHEMA = get_schema("decals-dr5:smooth-or-featured")
 N_TRAIN, N_EVAL, N_POOL, PER_ITERATION = 20, 20, 80, 10
@@ -40,9 +42,13 @@ def simulation(tmp_path_factory):
     return root / "catalogs", root / "shards"
 
 
-def make_experiment(simulation, experiment_dir, **options):
+def make_experiment(simulation, experiment_dir, function="bald", warm_start=False, **oracle_options):
     catalog_dir, shard_dir = simulation
-    return build_instructions(catalog_dir, shard_dir, experiment_dir, test=True, epochs=1, seed=5, **options)
+    plan = plan_experiment(
+        catalog_dir, shard_dir, model=ModelSpec(TrainSettings(epochs=1, progress_bar=False), warm_start),
+        acquisition=AcquisitionSpec(function=function), oracle_options=oracle_options, seed=5, quick_test=True,
+    )
+    return create_experiment(experiment_dir, plan)
 
 
 def ledger_state(experiment_dir):
@@ -54,8 +60,8 @@ def ledger_state(experiment_dir):
 
 
 def test_instructions_rebuild_from_disk(simulation, tmp_path):
-    make_experiment(simulation, tmp_path / "exp", baseline=True, warm_start=True)
-    model, acquisition, instructions = load_instructions(tmp_path / "exp" / "instructions")
+    make_experiment(simulation, tmp_path / "exp", function="random", warm_start=True)
+    model, acquisition, instructions = load_instructions(tmp_path / "exp" / "instructions").__dict__.values()
     assert model.train.architecture == "zoobot-2019"
     assert model.warm_start
     assert acquisition.function == "random"
@@ -166,7 +172,8 @@ def test_create_instructions_needs_a_simulation(simulation, tmp_path):
               "--experiment-dir", str(tmp_path / "e"), "--oracle", "panoptes"],
     )
     assert result.exit_code == 1
-    assert "not available yet" in result.output
+    assert "expected one of ['simulated'], got 'panoptes'" in result.output
+    assert not (tmp_path / "e").exists()
 
 
 def test_shards_of_another_simulation_are_refused(simulation, tmp_path):

@@ -69,12 +69,14 @@ def demo_command(
 ) -> None:
     """Synthesize galaxies with simulated votes, then run BALD and random acquisition and compare."""
     from zoobot.catalog import define_experiment, load_catalog, save_experiment
-    from zoobot.cli.loop import build_instructions
+    from zoobot.loop.experiment import create_experiment, plan_experiment
+    from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
     from zoobot.cli.report import print_curve
     from zoobot.reports import label_savings, learning_curve, plot_learning_curves
     from zoobot.schema import get_schema
     from zoobot.shards import write_shards
     from zoobot.synthetic import make_synthetic_catalog
+    from zoobot.training import TrainSettings
 
     if n_galaxies <= initial_labelled + eval_size:
         fail(
@@ -112,13 +114,16 @@ def demo_command(
             progress=lambda done, total=None: bar.update(task, completed=done),
         )
 
-    runs = {"active": False, "baseline": True}
-    for name, baseline in runs.items():
-        build_instructions(
-            root / "catalogs", root / "shards", root / name, baseline=baseline, warm_start=True,
-            architecture="zoobot-2019", subjects_per_iteration=subjects_per_iteration, n_samples=10,
-            epochs=epochs, batch_size=16, seed=seed,
+    runs = {"active": "bald", "baseline": "random"}
+    train = TrainSettings(architecture="zoobot-2019", epochs=epochs, batch_size=16, seed=seed,
+                          progress_bar=False, devices="1")
+    for name, function in runs.items():
+        plan = plan_experiment(
+            root / "catalogs", root / "shards", model=ModelSpec(train=train, warm_start=True),
+            acquisition=AcquisitionSpec(function=function, n_samples=10),
+            subjects_per_iteration=subjects_per_iteration, seed=seed,
         )
+        create_experiment(root / name, plan)
     run_side_by_side([root / name for name in runs], iterations)
 
     curves = {name: learning_curve(root / name) for name in runs}

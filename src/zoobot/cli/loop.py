@@ -2,105 +2,76 @@
 
 import json
 import logging
+from dataclasses import fields
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from zoobot.acquisition import ACQUISITION_FUNCTIONS, STRATEGIES
 from zoobot.cli.app import app, fail, quiet_lightning
+from zoobot.oracles import list_oracles, oracle_class
 from zoobot.loop.layout import LEDGER, completed_iterations, is_complete, iteration_dir, next_iteration
 
 logger = logging.getLogger(__name__)
 
-TEST_SETTINGS = {  # --test: a quick run to check the plumbing end to end
-    "architecture": "zoobot-2019",
-    "epochs": 2,
-    "n_samples": 2,
-    "subjects_per_iteration": 10,
-    "pool_size_per_iteration": 200,
-    "batch_size": 32,
-}
-
-
-def build_instructions(
-    catalog_dir: Path,
-    shard_dir: Path,
-    experiment_dir: Path,
-    test: bool = False,
-    baseline: bool = False,
-    warm_start: bool = False,
-    oracle: str = "simulated",
-    architecture: str = "efficientnet_b0",
-    subjects_per_iteration: int = 100,
-    pool_size_per_iteration: Optional[int] = None,
-    n_samples: int = 15,
-    expected_votes: int = 40,
-    epochs: int = 20,
-    learning_rate: float = 1e-3,
-    batch_size: int = 64,
-    patience: int = 5,
-    acquisition: str = "bald",
-    selection: str = "top-k",
-    reveal_votes: Optional[int] = None,
-    delay: int = 0,
-    duplicate_rate: float = 0.0,
-    precision: str = "32-true",
-    seed: int = 42,
-) -> Path:
-    """Write the instructions and a fresh ledger; returns the experiment dir."""
-    from zoobot.loop.instructions import AcquisitionSpec, Instructions, ModelSpec, OracleSpec
-    from zoobot.loop.iteration import create_experiment
-    from zoobot.shards import ShardReader
+def plan_from_options(
+    catalog_dir: Path, shard_dir: Path, *, test: bool, baseline: bool, warm_start: bool, oracle: str,
+    architecture: str, subjects_per_iteration: int, pool_size_per_iteration: Optional[int], n_samples: int,
+    expected_votes: int, epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
+    selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
+    precision: str, seed: int,
+):
+    """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
+    from zoobot.checks import SettingsError
+    from zoobot.loop.experiment import plan_experiment
+    from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
+    from zoobot.shards import ShardError
     from zoobot.training import TrainSettings
 
-    if oracle != "simulated":
-        fail(f"--oracle {oracle!r} is not available yet; only 'simulated' is implemented")
-    oracle_path = catalog_dir / "simulation_context" / "oracle.parquet"
-    if not oracle_path.exists():
-        fail(
-            f"{oracle_path} is missing: a simulated oracle needs an experiment made with "
-            "`zoobot define-experiment --simulation-size M`"
-        )
-    if test:
-        architecture = TEST_SETTINGS["architecture"]
-        epochs = min(epochs, TEST_SETTINGS["epochs"])
-        n_samples = TEST_SETTINGS["n_samples"]
-        subjects_per_iteration = min(subjects_per_iteration, TEST_SETTINGS["subjects_per_iteration"])
-        pool_size_per_iteration = min(pool_size_per_iteration or 10**9, TEST_SETTINGS["pool_size_per_iteration"])
-        batch_size = TEST_SETTINGS["batch_size"]
-    schema = ShardReader(shard_dir).schema_spec
-    train = TrainSettings(
-        architecture=architecture, batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
-        patience=patience, precision=precision, seed=seed, progress_bar=False,
-        devices="1",  # "auto" on a multi-GPU node would relaunch this whole command once per rank
-    )
-    model_spec = ModelSpec(train=train, warm_start=warm_start)
-    acquisition_spec = AcquisitionSpec(
-        function="random" if baseline else acquisition, selection=selection, n_samples=n_samples,
-        expected_votes=expected_votes,
-    )
-    instructions = Instructions(
-        catalog_dir=str(catalog_dir.resolve()), shard_dir=str(shard_dir.resolve()), schema=schema,
-        subjects_per_iteration=subjects_per_iteration, pool_size_per_iteration=pool_size_per_iteration,
-        epochs=epochs, learning_rate=learning_rate, seed=seed,
-        oracle=OracleSpec(
-            kind=oracle, oracle_path=str(oracle_path.resolve()), reveal_votes=reveal_votes,
-            delay=delay, duplicate_rate=duplicate_rate, seed=seed,
-        ),
-    )
+    given = {"reveal_votes": reveal_votes, "delay": delay, "duplicate_rate": duplicate_rate}
+    oracle_options = {name: value for name, value in given.items() if value is not None}
     try:
-        create_experiment(experiment_dir, model_spec, acquisition_spec, instructions)
+        accepted = {f.name for f in fields(oracle_class(oracle).Settings)}
+        for name in oracle_options:
+            if name not in accepted:
+                fail(f"--{name.replace('_', '-')} does not apply to --oracle {oracle}")
+        train = TrainSettings(
+            architecture=architecture, batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
+            patience=patience, precision=precision, seed=seed, progress_bar=False,
+            devices="1",  # "auto" on a multi-GPU node would relaunch this whole command once per rank
+        )
+        return plan_experiment(
+            catalog_dir, shard_dir,
+            model=ModelSpec(train=train, warm_start=warm_start),
+            acquisition=AcquisitionSpec(
+                function="random" if baseline else acquisition, selection=selection, n_samples=n_samples,
+                expected_votes=expected_votes,
+            ),
+            oracle=oracle, oracle_options=oracle_options, subjects_per_iteration=subjects_per_iteration,
+            pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=test,
+        )
+    except (SettingsError, ShardError, FileNotFoundError) as error:
+        fail(str(error))
+    except ValueError as error:  # TrainSettings' own range checks
+        fail(str(error))
+
+
+def create(experiment_dir: Path, plan) -> None:
+    from zoobot.loop.experiment import create_experiment
+
+    try:
+        create_experiment(experiment_dir, plan)
     except (FileExistsError, ValueError) as error:
         fail(str(error))
     logger.info("instructions saved in %s", experiment_dir / "instructions")
-    return experiment_dir
 
 
 # Options shared by create-instructions and simulate: the plan of an experiment.
 TEST = typer.Option(False, help="Shrink everything for a quick plumbing check.")
 BASELINE = typer.Option(False, help="Acquire at random (the baseline).")
 WARM_START = typer.Option(False, help="Start each iteration from the previous iteration's model.")
-ORACLE = typer.Option("simulated", help="simulated | panoptes | web")
+ORACLE = typer.Option("simulated", help=f"Who answers the vote requests: {' | '.join(list_oracles())}.")
 ARCHITECTURE = typer.Option("efficientnet_b0", help="A timm name, or zoobot-2019 (small, fast on CPU).")
 SUBJECTS = typer.Option(100, help="Galaxies acquired per iteration.")
 POOL_SIZE = typer.Option(None, help="Score at most this many pool galaxies per iteration (default all).")
@@ -110,11 +81,13 @@ EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
 PATIENCE = typer.Option(5, help="Early stopping: epochs without a better eval loss.")
-ACQUISITION = typer.Option("bald", help="bald | entropy | random")
-SELECTION = typer.Option("top-k", help="top-k | power (stochastic power sampling, for large batches)")
-REVEAL_VOTES = typer.Option(None, help="The simulated oracle reveals only this many votes per galaxy.")
-DELAY = typer.Option(0, help="Simulated votes arrive this many iterations late.")
-DUPLICATE_RATE = typer.Option(0.0, help="Fraction of simulated deliveries handed over twice.")
+ACQUISITION = typer.Option("bald", help=f"Acquisition function: {' | '.join(sorted(ACQUISITION_FUNCTIONS))}.")
+SELECTION = typer.Option(
+    "top-k", help=f"Selection: {' | '.join(STRATEGIES)} (power and softmax sample stochastically, for large batches)."
+)
+REVEAL_VOTES = typer.Option(None, help="Simulated oracle: reveal only this many votes per galaxy.")
+DELAY = typer.Option(None, help="Simulated oracle: votes arrive this many iterations late (default 0).")
+DUPLICATE_RATE = typer.Option(None, help="Simulated oracle: fraction of deliveries handed over twice (default 0).")
 PRECISION = typer.Option("32-true", help="Training precision, e.g. bf16-mixed.")
 SEED = typer.Option(42, help="Seed of training, acquisition ties and the simulated oracle.")
 
@@ -146,7 +119,9 @@ def create_instructions_command(
     seed: int = SEED,
 ) -> None:
     """Save the model, acquisition and oracle specs, and start the ledger."""
-    build_instructions(**locals())
+    plan = dict(locals())
+    experiment_dir = plan.pop("experiment_dir")
+    create(experiment_dir, plan_from_options(**plan))
 
 
 def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optional[float]) -> dict:
@@ -155,7 +130,7 @@ def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optiona
     quiet_lightning()
     try:
         metrics = run_iteration(experiment_dir, epochs=epochs, learning_rate=learning_rate)
-    except (FileNotFoundError, ValueError, NotImplementedError, RuntimeError) as error:
+    except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
     except KeyError as error:
         fail(str(error.args[0]))
@@ -219,15 +194,46 @@ def simulate_command(
     duplicate_rate: float = DUPLICATE_RATE,
     precision: str = PRECISION,
     seed: int = SEED,
+    override: bool = typer.Option(
+        False, "--override", help="On a rerun, apply plan options that differ from the saved plan."
+    ),
 ) -> None:
     """Create instructions (unless the experiment exists) and run it to N iterations.
 
-    The plan options apply only when the experiment is created; a rerun resumes it as planned.
+    A rerun resumes the experiment. Plan options that differ from the saved plan are refused,
+    listing the differences, unless --override applies them to the iterations still to run.
     """
-    plan = dict(locals())
-    del plan["iterations"]
+    options = dict(locals())
+    for name in ("iterations", "experiment_dir", "override"):
+        del options[name]
+    plan = plan_from_options(**options, oracle="simulated")
     if not (experiment_dir / LEDGER).exists():
-        build_instructions(**plan)
+        create(experiment_dir, plan)
+    else:
+        resume_with(experiment_dir, plan, override)
     while len(completed_iterations(experiment_dir)) < iterations:
         _run_one(experiment_dir, None, None)
     logger.info("%d iterations complete; metrics in %s", iterations, experiment_dir / "metrics.csv")
+
+
+def resume_with(experiment_dir: Path, plan, override: bool) -> None:
+    """Refuse a rerun whose plan differs from the saved one, or apply it with --override."""
+    from zoobot.checks import SettingsError
+    from zoobot.loop.experiment import override_plan, plan_differences
+    from zoobot.loop.instructions import INSTRUCTIONS_DIR, load_instructions
+
+    differences = plan_differences(load_instructions(experiment_dir / INSTRUCTIONS_DIR), plan)
+    if not differences:
+        return
+    if not override:
+        fail(
+            f"{experiment_dir} was planned with other settings: " + "; ".join(differences)
+            + ". Rerun with the same options, pass --override to apply the new ones to the "
+            "iterations still to run, or continue as planned with `zoobot run`"
+        )
+    try:
+        override_plan(experiment_dir, plan)
+    except SettingsError as error:
+        fail(str(error))
+    for difference in differences:
+        logger.info("override: %s", difference)

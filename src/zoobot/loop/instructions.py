@@ -8,6 +8,9 @@ Three files in ``EXPERIMENT/instructions/`` map onto the three concepts of the o
   function;
 - ``instructions.json`` (Instructions): where the catalogs, shards and oracle live, how many
   galaxies to acquire and score per iteration, and the default per-iteration arguments.
+
+Every spec checks its values when it is made, so a bad plan is refused before anything runs.
+Light on imports on purpose: the CLI builds and checks specs without loading PyTorch.
 """
 
 from __future__ import annotations
@@ -15,11 +18,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
+from zoobot.acquisition import ACQUISITION_FUNCTIONS, STRATEGIES
+from zoobot.checks import SettingsError, check_choice, check_int, check_number
 from zoobot.files import write_json_atomic
+from zoobot.oracles import list_oracles, oracle_settings
+from zoobot.schema import get_schema
 from zoobot.training import TrainSettings
 
 INSTRUCTIONS_DIR = "instructions"
+SPEC_FILES = ("model_spec.json", "acquisition_spec.json", "instructions.json")
+INFERENCE_PRECISIONS = ("32", "bf16")
 
 
 @dataclass
@@ -29,30 +39,46 @@ class ModelSpec:
     train: TrainSettings = field(default_factory=TrainSettings)
     warm_start: bool = False  # start each iteration from the previous iteration's best model
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.train, TrainSettings):
+            raise SettingsError(f"ModelSpec.train: expected TrainSettings, got {type(self.train).__name__}")
+        if not isinstance(self.warm_start, bool):
+            raise SettingsError(f"ModelSpec.warm_start: expected true or false, got {self.warm_start!r}")
+
 
 @dataclass
 class AcquisitionSpec:
     """How to score the pool and pick galaxies."""
 
     function: str = "bald"  # a name in zoobot.acquisition's registry; "random" is the baseline
-    selection: str = "top-k"  # or "power": stochastic power sampling, for large batches
+    selection: str = "top-k"  # a selection strategy: top-k, or stochastic power / softmax sampling
     power_beta: float = 1.0
     n_samples: int = 15  # MC dropout samples per galaxy
     expected_votes: int = 40  # N in BALD: votes a newly labelled galaxy is expected to get
     batch_size: int = 256
     precision: str = "32"  # or "bf16" for faster CPU/GPU scoring
 
+    def __post_init__(self) -> None:
+        owner = "AcquisitionSpec"
+        check_choice(owner, "function", self.function, sorted(ACQUISITION_FUNCTIONS))
+        check_choice(owner, "selection", self.selection, STRATEGIES)
+        check_number(owner, "power_beta", self.power_beta, 0.0, None, low_inclusive=False)
+        check_int(owner, "n_samples", self.n_samples, minimum=1)
+        check_int(owner, "expected_votes", self.expected_votes, minimum=1)
+        check_int(owner, "batch_size", self.batch_size, minimum=1)
+        check_choice(owner, "precision", self.precision, INFERENCE_PRECISIONS)
+
 
 @dataclass
 class OracleSpec:
-    """Who answers the vote requests."""
+    """Who answers the vote requests: a registered oracle kind and its own settings."""
 
     kind: str = "simulated"
-    oracle_path: str = ""  # simulated: the hidden votes (simulation_context/oracle.parquet)
-    reveal_votes: int | None = None
-    delay: int = 0
-    duplicate_rate: float = 0.0
-    seed: int = 0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice("OracleSpec", "kind", self.kind, list_oracles())
+        oracle_settings(self.kind, self.settings)  # validated by the kind's own settings class
 
 
 @dataclass
@@ -62,45 +88,82 @@ class Instructions:
     catalog_dir: str
     shard_dir: str
     schema: str
+    oracle: OracleSpec
     subjects_per_iteration: int = 100
     pool_size_per_iteration: int | None = None  # score at most this many pool galaxies; None: all
     epochs: int = 20  # default per-iteration arguments, overridable at each iteration
     learning_rate: float = 1e-3
     seed: int = 42
-    oracle: OracleSpec = field(default_factory=OracleSpec)
+
+    def __post_init__(self) -> None:
+        owner = "Instructions"
+        for name in ("catalog_dir", "shard_dir"):
+            if not isinstance(getattr(self, name), str) or not getattr(self, name):
+                raise SettingsError(f"{owner}.{name}: expected a folder path, got {getattr(self, name)!r}")
+        try:
+            get_schema(self.schema)
+        except KeyError as error:
+            raise SettingsError(f"{owner}.schema: {error.args[0]}") from None
+        if not isinstance(self.oracle, OracleSpec):
+            raise SettingsError(f"{owner}.oracle: expected an OracleSpec, got {type(self.oracle).__name__}")
+        check_int(owner, "subjects_per_iteration", self.subjects_per_iteration, minimum=1)
+        check_int(owner, "pool_size_per_iteration", self.pool_size_per_iteration, minimum=1, optional=True)
+        check_int(owner, "epochs", self.epochs, minimum=1)
+        check_number(owner, "learning_rate", self.learning_rate, 0.0, None, low_inclusive=False)
+        check_int(owner, "seed", self.seed, minimum=0)
+
+
+@dataclass
+class Plan:
+    """The three specs an experiment is created with, and saved as."""
+
+    model: ModelSpec
+    acquisition: AcquisitionSpec
+    instructions: Instructions
+
+    def as_dict(self) -> dict[str, dict]:
+        """{file name: content}, exactly as saved."""
+        return dict(zip(SPEC_FILES, (asdict(self.model), asdict(self.acquisition), asdict(self.instructions))))
 
 
 def _from_dict(cls, data: dict):
     """Rebuild a (nested) dataclass; unknown keys are an error naming them."""
-    names = {f.name: f for f in fields(cls)}
-    unknown = set(data) - set(names)
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown settings {sorted(unknown)}; expected {sorted(names)}")
+        raise SettingsError(f"{cls.__name__}: unknown settings {sorted(unknown)}; expected {sorted(names)}")
     nested = {"train": TrainSettings, "oracle": OracleSpec}
     return cls(**{k: _from_dict(nested[k], v) if k in nested else v for k, v in data.items()})
 
 
-def save_instructions(
-    experiment_dir: Path, model: ModelSpec, acquisition: AcquisitionSpec, instructions: Instructions
-) -> Path:
+def _upgrade_oracle(instructions: dict) -> dict:
+    """Experiments made before oracle kinds had their own settings stored the simulated
+    oracle's fields flat: {"kind", "oracle_path", "reveal_votes", ...}."""
+    oracle = instructions.get("oracle", {})
+    if "settings" in oracle or "oracle_path" not in oracle:
+        return instructions
+    flat = dict(oracle)
+    kind = flat.pop("kind", "simulated")
+    flat["hidden_votes_path"] = flat.pop("oracle_path")
+    return {**instructions, "oracle": {"kind": kind, "settings": flat}}
+
+
+def save_instructions(experiment_dir: Path, plan: Plan) -> Path:
     folder = Path(experiment_dir) / INSTRUCTIONS_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(folder / "model_spec.json", asdict(model))
-    write_json_atomic(folder / "acquisition_spec.json", asdict(acquisition))
-    write_json_atomic(folder / "instructions.json", asdict(instructions))
+    for name, content in plan.as_dict().items():
+        write_json_atomic(folder / name, content)
     return folder
 
 
-def load_instructions(folder: Path) -> tuple[ModelSpec, AcquisitionSpec, Instructions]:
+def load_instructions(folder: Path) -> Plan:
     folder = Path(folder)
-    missing = [n for n in ("model_spec.json", "acquisition_spec.json", "instructions.json") if not (folder / n).exists()]
+    missing = [n for n in SPEC_FILES if not (folder / n).exists()]
     if missing:
-        raise FileNotFoundError(
-            f"{folder} lacks {missing}; create it with `zoobot create-instructions` first"
-        )
-    read = lambda name: json.loads((folder / name).read_text())  # noqa: E731
-    return (
-        _from_dict(ModelSpec, read("model_spec.json")),
-        _from_dict(AcquisitionSpec, read("acquisition_spec.json")),
-        _from_dict(Instructions, read("instructions.json")),
+        raise FileNotFoundError(f"{folder} lacks {missing}; create it with `zoobot create-instructions` first")
+    model, acquisition, instructions = (json.loads((folder / name).read_text()) for name in SPEC_FILES)
+    return Plan(
+        _from_dict(ModelSpec, model),
+        _from_dict(AcquisitionSpec, acquisition),
+        _from_dict(Instructions, _upgrade_oracle(instructions)),
     )

@@ -4,7 +4,7 @@ An experiment folder holds::
 
     instructions/                 model, acquisition and oracle specs (instructions.py)
     ledger.sqlite                 galaxy states and vote deliveries (ledger.py)
-    oracle_state.sqlite           the simulated oracle's requests
+    oracle_state.sqlite           the oracle's own state (its kind decides what it keeps)
     iterations/iteration_NNN/     complete iterations, never edited again
     iterations/.iteration_NNN.partial/   the iteration in progress
     metrics.csv                   one row per complete iteration
@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,28 +40,12 @@ import pyarrow.parquet as pq
 import torch
 
 from zoobot import acquisition
-from zoobot.loop.instructions import (
-    INSTRUCTIONS_DIR,
-    AcquisitionSpec,
-    Instructions,
-    ModelSpec,
-    load_instructions,
-    save_instructions,
-)
-from zoobot.loop.layout import (
-    FINAL_STATE,
-    LEDGER,
-    iteration_dir,
-    next_iteration,
-    partial_dir,
-    write_metrics_table,
-)
-from zoobot.loop.ledger import LABELLED, UNLABELLED, Ledger
-from zoobot.ids import describe_ids
-from zoobot.files import write_json_atomic
+from zoobot.files import atomic_path, write_json_atomic
+from zoobot.loop.instructions import INSTRUCTIONS_DIR, Plan, load_instructions
+from zoobot.loop.layout import FINAL_STATE, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
+from zoobot.loop.ledger import UNLABELLED, Ledger
 from zoobot.metrics import evaluate_predictions
-from zoobot.oracles import Delivery, Oracle
-from zoobot.oracles.simulated import SimulatedOracle
+from zoobot.oracles import Oracle, open_oracle
 from zoobot.predict import predict_batches
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
@@ -69,84 +53,21 @@ from zoobot.training import load_model, train_model
 
 logger = logging.getLogger(__name__)
 
-def create_experiment(
-    experiment_dir: Path, model: ModelSpec, acquisition_spec: AcquisitionSpec, instructions: Instructions
-) -> Path:
-    """Save the instructions and a ledger in which the train split starts labelled.
 
-    The ledger is written last, under a temporary name, then renamed: it marks the experiment
-    as created. For a simulated oracle, the shards must come from the simulation: every pool
-    galaxy has hidden votes, and no train or eval galaxy does (that would leak labels).
-    """
-    experiment_dir = Path(experiment_dir)
-    if (experiment_dir / LEDGER).exists():
-        raise FileExistsError(f"{experiment_dir} already holds an experiment; continue it with `zoobot run`")
-    leftovers = [p.name for p in (experiment_dir / "iterations", experiment_dir / "oracle_state.sqlite") if p.exists()]
-    if leftovers:
-        raise FileExistsError(
-            f"{experiment_dir} holds {leftovers} but no ledger; choose a new experiment folder"
-        )
-    reader = ShardReader(instructions.shard_dir)
-    schema = get_schema(instructions.schema)
-    if reader.vote_columns != schema.answer_columns:
-        raise ValueError(
-            f"shards in {instructions.shard_dir} hold votes {reader.vote_columns}, expected "
-            f"{schema.answer_columns} for schema {schema.name!r}; make shards from this experiment's catalogs"
-        )
-    train_ids, pool_ids = list(reader.ids("train")), list(reader.ids("pool"))
-    if instructions.oracle.kind == "simulated":
-        _check_simulation_shards(reader, instructions)
-    experiment_dir.mkdir(parents=True, exist_ok=True)
-    save_instructions(experiment_dir, model, acquisition_spec, instructions)
-    for stale in experiment_dir.glob(f".{LEDGER}.tmp-*"):
-        stale.unlink()
-    tmp = experiment_dir / f".{LEDGER}.tmp-{os.getpid()}"
-    ledger = Ledger(tmp, schema.n_answers, create=True)
-    try:
-        ledger.add_galaxies(train_ids, LABELLED)
-        counts = reader.votes(reader.positions(train_ids))
-        initial = (Delivery(f"initial:{i}", i, tuple(c.tolist())) for i, c in zip(train_ids, counts))
-        ledger.record(initial, iteration=0)
-        ledger.add_galaxies(pool_ids, UNLABELLED)
-    finally:
-        ledger.close()
-    os.replace(tmp, experiment_dir / LEDGER)
-    return experiment_dir
+@dataclass
+class IterationContext:
+    """Everything the steps of one iteration share; opened once per iteration."""
 
-
-def _check_simulation_shards(reader: ShardReader, instructions: Instructions) -> None:
-    hidden = set(pd.read_parquet(instructions.oracle.oracle_path, columns=["id_str"])["id_str"].astype(str))
-    unanswerable = sorted(set(reader.ids("pool")) - hidden)
-    if unanswerable:
-        raise ValueError(
-            f"pool galaxies {describe_ids(unanswerable)} in {instructions.shard_dir} have no hidden "
-            f"votes in {instructions.oracle.oracle_path}; make the shards from this simulation's "
-            "simulation_context catalogs"
-        )
-    leaked = sorted(hidden & (set(reader.ids("train")) | set(reader.ids("eval"))))
-    if leaked:
-        raise ValueError(
-            f"train/eval galaxies {describe_ids(leaked)} in {instructions.shard_dir} are hidden in the "
-            "oracle, so their votes would leak into training; make the shards from this simulation's "
-            "simulation_context catalogs"
-        )
-
-
-def build_oracle(experiment_dir: Path, instructions: Instructions, schema: Schema) -> Oracle:
-    spec = instructions.oracle
-    if spec.kind != "simulated":
-        raise NotImplementedError(
-            f"oracle kind {spec.kind!r} is not available yet; only 'simulated' is implemented"
-        )
-    return SimulatedOracle(
-        spec.oracle_path,
-        Path(experiment_dir) / "oracle_state.sqlite",
-        schema,
-        reveal_votes=spec.reveal_votes,
-        delay=spec.delay,
-        duplicate_rate=spec.duplicate_rate,
-        seed=spec.seed,
-    )
+    experiment_dir: Path
+    iteration: int
+    work: Path  # the partial folder, renamed to iteration_NNN when complete
+    plan: Plan
+    schema: Schema
+    reader: ShardReader
+    ledger: Ledger
+    oracle: Oracle
+    epochs: int | None = None  # per-iteration overrides of the plan's defaults
+    learning_rate: float | None = None
 
 
 def run_iteration(
@@ -157,7 +78,7 @@ def run_iteration(
 ) -> dict:
     """Run (or finish) one iteration and return its metrics."""
     experiment_dir = Path(experiment_dir)
-    model_spec, acquisition_spec, instructions = load_instructions(experiment_dir / INSTRUCTIONS_DIR)
+    plan = load_instructions(experiment_dir / INSTRUCTIONS_DIR)
     expected = next_iteration(experiment_dir)
     iteration = expected if iteration is None else iteration
     if iteration != expected:
@@ -165,17 +86,17 @@ def run_iteration(
             f"{experiment_dir}: the next iteration to run is {expected}, not {iteration}; "
             "iterations run in order and a complete one is never rerun"
         )
-    schema = get_schema(instructions.schema)
-    reader = ShardReader(instructions.shard_dir)
+    schema = get_schema(plan.instructions.schema)
+    reader = ShardReader(plan.instructions.shard_dir)
+    oracle_spec = plan.instructions.oracle
     with _exclusive(experiment_dir), closing(Ledger(experiment_dir / LEDGER, schema.n_answers)) as ledger, \
-            closing(build_oracle(experiment_dir, instructions, schema)) as oracle:
+            closing(open_oracle(oracle_spec.kind, oracle_spec.settings, experiment_dir, schema)) as oracle:
         work = partial_dir(experiment_dir, iteration)
         work.mkdir(parents=True, exist_ok=True)
-        metrics = _collect(work, iteration, ledger, oracle)
-        return _finish_iteration(
-            experiment_dir, iteration, work, metrics, reader, ledger, oracle, schema,
-            model_spec, acquisition_spec, instructions, epochs, learning_rate,
+        context = IterationContext(
+            experiment_dir, iteration, work, plan, schema, reader, ledger, oracle, epochs, learning_rate
         )
+        return _finish_iteration(context, _collect(context))
 
 
 @contextmanager
@@ -191,12 +112,13 @@ def _exclusive(experiment_dir: Path):
         yield
 
 
-def _collect(work: Path, iteration: int, ledger: Ledger, oracle: Oracle) -> dict:
+def _collect(context: IterationContext) -> dict:
     """Step 1: record the oracle's deliveries; after a crash, the recorded state is reused."""
-    path = work / "collected.json"
+    path = context.work / "collected.json"
     if path.exists():
         return json.loads(path.read_text())
-    ledger.record(oracle.collect(iteration), iteration)
+    iteration, ledger = context.iteration, context.ledger
+    ledger.record(context.oracle.collect(iteration), iteration)
     metrics = {
         "iteration": iteration,
         "deliveries_collected": ledger.n_collected_in(iteration),
@@ -207,75 +129,60 @@ def _collect(work: Path, iteration: int, ledger: Ledger, oracle: Oracle) -> dict
     return metrics
 
 
-def _finish_iteration(
-    experiment_dir, iteration, work, metrics, reader, ledger, oracle, schema,
-    model_spec, acquisition_spec, instructions, epochs, learning_rate,
-) -> dict:
+def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
     """Steps 2-6: train, evaluate, acquire, request, and make the iteration complete."""
-    train_ids, train_counts = ledger.labelled_votes()
+    iteration, seed = context.iteration, context.plan.instructions.seed
+    train_ids, train_counts = context.ledger.labelled_votes()
     metrics["n_labelled"] = len(train_ids)
     metrics["votes_used"] = int(train_counts.sum())
-    checkpoint, train_record = _train(
-        experiment_dir, iteration, work, reader, schema, model_spec, instructions,
-        train_ids, train_counts, epochs, learning_rate,
-    )
+    checkpoint, train_record = _train(context, train_ids, train_counts)
     metrics.update(train_record)
     logger.info("iteration %d: step train done (%.1f s)", iteration, train_record["train_seconds"])
 
     model = load_model(checkpoint)
-    torch.manual_seed(instructions.seed + iteration)  # the same dropout masks after a resume
-    metrics.update(_evaluate(work, model, reader, schema, acquisition_spec))
+    torch.manual_seed(seed + iteration)  # the same dropout masks after a resume
+    metrics.update(_evaluate(context, model))
     logger.info("iteration %d: step evaluate done (eval loss %.4f)", iteration, metrics["eval_loss"])
 
-    torch.manual_seed(instructions.seed + iteration + 1)
-    acquired, acquisition_seconds = _acquire(
-        work, iteration, model, reader, ledger, schema, acquisition_spec, instructions
-    )
+    torch.manual_seed(seed + iteration + 1)
+    acquired, acquisition_seconds = _acquire(context, model)
     metrics["acquisition_seconds"] = acquisition_seconds
     logger.info("iteration %d: step acquire done (%d galaxies)", iteration, len(acquired))
 
-    already = ledger.requested_in(iteration)
-    if already and sorted(already) != sorted(acquired):
-        raise RuntimeError(
-            f"the ledger's requests for iteration {iteration} differ from {work / 'acquired.csv'}; "
-            "the partial folder was altered. Restore it, or start a new experiment"
-        )
-    if not already and acquired:
-        ledger.mark_requested(acquired, iteration)
-    oracle.request(acquired, iteration)
+    _request(context, acquired)
     metrics["n_acquired"] = len(acquired)
     logger.info("iteration %d: step request done", iteration)
 
-    write_json_atomic(work / "metrics.json", metrics)
-    write_json_atomic(work / FINAL_STATE, {"iteration": iteration, "ledger": ledger.counts()})
-    os.replace(work, iteration_dir(experiment_dir, iteration))
-    write_metrics_table(experiment_dir)
+    write_json_atomic(context.work / "metrics.json", metrics)
+    write_json_atomic(context.work / FINAL_STATE, {"iteration": iteration, "ledger": context.ledger.counts()})
+    os.replace(context.work, iteration_dir(context.experiment_dir, iteration))
+    write_metrics_table(context.experiment_dir)
     logger.info("iteration %d: complete", iteration)
     return metrics
 
 
-def _train(
-    experiment_dir, iteration, work, reader, schema, model_spec, instructions,
-    train_ids, train_counts, epochs, learning_rate,
-) -> tuple[Path, dict]:
+def _train(context: IterationContext, train_ids: list[str], train_counts: np.ndarray) -> tuple[Path, dict]:
+    """Step 2: train on every labelled galaxy; a finished training is reused after a crash."""
+    work, iteration, instructions = context.work, context.iteration, context.plan.instructions
     record_path = work / "train_result.json"
     if record_path.exists():
         record = json.loads(record_path.read_text())
         return work / record.pop("checkpoint"), record
     model_dir = work / "model"
     shutil.rmtree(model_dir, ignore_errors=True)
-    settings = model_spec.train
-    settings.epochs = epochs if epochs is not None else instructions.epochs
-    settings.learning_rate = learning_rate if learning_rate is not None else instructions.learning_rate
+    settings = context.plan.model.train
+    settings.epochs = context.epochs if context.epochs is not None else instructions.epochs
+    settings.learning_rate = context.learning_rate if context.learning_rate is not None else instructions.learning_rate
     settings.seed = instructions.seed + iteration
     warm_start = None
-    if model_spec.warm_start and iteration > 1:
-        previous = iteration_dir(experiment_dir, iteration - 1)
+    if context.plan.model.warm_start and iteration > 1:
+        previous = iteration_dir(context.experiment_dir, iteration - 1)
         warm_start = previous / json.loads((previous / "train_result.json").read_text())["checkpoint"]
+    reader = context.reader
     eval_ids = list(reader.ids("eval"))
     eval_counts = reader.votes(reader.positions(eval_ids))
     result = train_model(
-        Path(instructions.shard_dir), schema, train_ids, train_counts, eval_ids, eval_counts,
+        Path(instructions.shard_dir), context.schema, train_ids, train_counts, eval_ids, eval_counts,
         settings, model_dir, warm_start=warm_start,
     )
     record = {
@@ -290,10 +197,12 @@ def _train(
     return Path(result.best_checkpoint), record
 
 
-def _evaluate(work, model, reader, schema, spec: AcquisitionSpec) -> dict:
-    path = work / "eval_metrics.json"
+def _evaluate(context: IterationContext, model) -> dict:
+    """Step 3: MC predictions on the eval split against its votes."""
+    path = context.work / "eval_metrics.json"
     if path.exists():
         return json.loads(path.read_text())
+    spec, reader = context.plan.acquisition, context.reader
     ids, chunks = [], []
     for batch_ids, predictions in predict_batches(
         model, reader, split="eval", n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
@@ -301,7 +210,7 @@ def _evaluate(work, model, reader, schema, spec: AcquisitionSpec) -> dict:
         ids.extend(batch_ids)
         chunks.append(predictions)
     counts = reader.votes(reader.positions(ids))
-    report = evaluate_predictions(np.concatenate(chunks), counts, schema)
+    report = evaluate_predictions(np.concatenate(chunks), counts, context.schema)
     metrics = {"eval_loss": float(report["loss"]), "eval_report": report}
     if "mae" in report:
         metrics["eval_mae"] = float(report["mae"])
@@ -309,15 +218,17 @@ def _evaluate(work, model, reader, schema, spec: AcquisitionSpec) -> dict:
     return metrics
 
 
-def _acquire(work, iteration, model, reader, ledger, schema, spec: AcquisitionSpec, instructions) -> tuple[list[str], float]:
-    """Score unlabelled pool galaxies and pick the next ones; reuses acquired.csv after a crash."""
+def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
+    """Step 4: score unlabelled pool galaxies and pick the next ones; reuses acquired.csv after a crash."""
+    work, iteration = context.work, context.iteration
+    spec, instructions, reader = context.plan.acquisition, context.plan.instructions, context.reader
     acquired_path = work / "acquired.csv"
     if acquired_path.exists():
         record = json.loads((work / "acquisition.json").read_text())
         return pd.read_csv(acquired_path, dtype={"id_str": str})["id_str"].tolist(), record["seconds"]
     started = time.perf_counter()
     rng = np.random.default_rng([instructions.seed, iteration])
-    candidates = sorted(set(ledger.ids(UNLABELLED)) & set(reader.ids("pool")))
+    candidates = sorted(set(context.ledger.ids(UNLABELLED)) & set(reader.ids("pool")))
     if instructions.pool_size_per_iteration and len(candidates) > instructions.pool_size_per_iteration:
         chosen = rng.choice(len(candidates), instructions.pool_size_per_iteration, replace=False)
         candidates = [candidates[i] for i in np.sort(chosen)]
@@ -334,14 +245,27 @@ def _acquire(work, iteration, model, reader, ledger, schema, spec: AcquisitionSp
             model, reader, ids=candidates, n_samples=spec.n_samples,
             batch_size=spec.batch_size, precision=spec.precision,
         )
-    score_stream(batches, score, selector, work / "scores.parquet", schema, spec.expected_votes, rng)
+    score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
     acquired = [str(i) for i in selector.result().ids]
     seconds = time.perf_counter() - started
     write_json_atomic(work / "acquisition.json", {"seconds": seconds, "n_candidates": len(candidates), **asdict(spec)})
-    tmp = work / ".acquired.csv.tmp"
-    pd.DataFrame({"id_str": acquired}).to_csv(tmp, index=False)
-    os.replace(tmp, acquired_path)
+    with atomic_path(acquired_path) as tmp:
+        pd.DataFrame({"id_str": acquired}).to_csv(tmp, index=False)
     return acquired, seconds
+
+
+def _request(context: IterationContext, acquired: list[str]) -> None:
+    """Step 5: mark the acquired galaxies requested in the ledger, then ask the oracle (both idempotent)."""
+    iteration, ledger = context.iteration, context.ledger
+    already = ledger.requested_in(iteration)
+    if already and sorted(already) != sorted(acquired):
+        raise RuntimeError(
+            f"the ledger's requests for iteration {iteration} differ from {context.work / 'acquired.csv'}; "
+            "the partial folder was altered. Restore it, or start a new experiment"
+        )
+    if not already and acquired:
+        ledger.mark_requested(acquired, iteration)
+    context.oracle.request(acquired, iteration)
 
 
 def score_stream(batches, score, selector, scores_path: Path, schema, expected_votes: int, rng) -> int:

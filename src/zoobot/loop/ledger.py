@@ -91,9 +91,10 @@ class Ledger:
             )
 
     def record(self, deliveries: Iterable[Delivery], iteration: int) -> int:
-        """Store new deliveries and mark their galaxies labelled. Returns how many were new.
+        """Store new deliveries; a complete one marks its galaxy labelled. Returns how many were new.
 
-        A delivery id seen before is ignored. Votes for a galaxy that was never requested (or is
+        A delivery id seen before is ignored. A partial delivery (``complete=False``) keeps its
+        votes and leaves the galaxy requested. Votes for a galaxy that was never requested (or is
         unknown) raise LedgerError and nothing is stored.
         """
         deliveries = list(deliveries)
@@ -117,6 +118,7 @@ class Ledger:
                 )
                 if cursor.rowcount:
                     new += 1
+                if cursor.rowcount and delivery.complete:
                     self._db.execute(
                         "UPDATE galaxies SET state = ?, iteration_labelled = COALESCE(iteration_labelled, ?) "
                         "WHERE id_str = ?",

@@ -1,30 +1,10 @@
-"""Oracles answer vote requests: one interface for simulated, Panoptes and local-web oracles.
+"""Oracles answer vote requests: one contract (``base``), a registry of kinds (``registry``).
 
-An oracle has two methods:
-
-- ``request(ids, iteration)``: ask volunteers to classify these galaxies. Idempotent: asking
-  again for ids already requested changes nothing.
-- ``collect(iteration) -> list[Delivery]``: every delivery of votes available now. Each delivery
-  has a stable ``delivery_id``; the ledger ignores ids it has seen, so collecting twice, or an
-  oracle that delivers a response twice, never counts a vote twice.
+Built-in kinds register themselves when this package is imported: ``simulated``.
 """
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from zoobot.oracles import simulated  # noqa: F401  (registers the kind)
+from zoobot.oracles.base import Delivery, Oracle
+from zoobot.oracles.registry import list_oracles, open_oracle, oracle_class, oracle_settings, register_oracle
 
-
-@dataclass(frozen=True)
-class Delivery:
-    """Votes for one galaxy from one oracle response. counts: (n_answers,) int."""
-
-    delivery_id: str
-    id_str: str
-    counts: tuple[int, ...]
-
-
-class Oracle(Protocol):
-    def request(self, ids: Sequence[str], iteration: int) -> None: ...
-
-    def collect(self, iteration: int) -> list[Delivery]: ...
-
-    def close(self) -> None: ...
+__all__ = ["Delivery", "Oracle", "list_oracles", "open_oracle", "oracle_class", "oracle_settings", "register_oracle"]
