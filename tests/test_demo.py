@@ -1,10 +1,12 @@
 """`zoobot demo` end to end, shrunk: synthesize, define, shard, BALD and random runs, report."""
 
+import pytest
 from typer.testing import CliRunner
 
 from zoobot.cli import app
 
 
+@pytest.mark.slow
 def test_demo_runs_the_whole_pipeline(tmp_path):
     result = CliRunner().invoke(
         app,

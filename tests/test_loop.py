@@ -15,6 +15,7 @@ from zoobot.catalog import define_experiment, save_experiment
 from zoobot.cli import app
 from zoobot.loop.experiment import create_experiment, plan_experiment
 from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
+from zoobot.loop import iteration as iteration_module
 from zoobot.loop.iteration import run_iteration
 from zoobot.loop.layout import completed_iterations, iteration_dir
 from zoobot.loop.instructions import load_instructions
@@ -120,23 +121,36 @@ def run_cli_until(experiment, line, iterations):
         assert process.returncode == -signal.SIGKILL, f"never saw {line!r}:\n{''.join(output)}"
 
 
-def test_kill_at_any_step_then_resume_gives_the_same_ledger(simulation, tmp_path):
+class Crash(Exception):
+    """Stands in for a process dying between two steps."""
+
+
+def run_crashing_before(experiment, step, monkeypatch):
+    """Run one iteration in-process, dying just before ``step`` (a function of loop.iteration)."""
+    def crash(*args, **kwargs):
+        raise Crash(step)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(iteration_module, step, crash)
+        with pytest.raises(Crash):
+            run_iteration(experiment)
+
+
+def test_crash_at_any_step_then_resume_gives_the_same_ledger(simulation, tmp_path, monkeypatch):
     reference = make_experiment(simulation, tmp_path / "reference", duplicate_rate=0.5)
     for _ in range(3):
         run_iteration(reference)
-    killed = make_experiment(simulation, tmp_path / "killed", duplicate_rate=0.5)
-    kill_points = [
-        "iteration 1: step acquire done",
-        "iteration 2: step collect done",
-        "iteration 2: step train done",
-    ]
-    for line in kill_points:
-        run_cli_until(killed, line, iterations=3)
-    while len(completed_iterations(killed)) < 3:
-        run_cli_until(killed, None, iterations=1)
-    assert completed_iterations(killed) == [1, 2, 3]
-    assert ledger_state(killed) == ledger_state(reference)
-    snapshot, labelled_ids, votes = ledger_state(killed)
+    crashed = make_experiment(simulation, tmp_path / "crashed", duplicate_rate=0.5)
+    run_crashing_before(crashed, "_request", monkeypatch)  # iteration 1: acquired, not yet requested
+    run_iteration(crashed)  # iteration 1 resumes and completes
+    run_crashing_before(crashed, "_train", monkeypatch)  # iteration 2: collected, not yet trained
+    run_crashing_before(crashed, "_acquire", monkeypatch)  # iteration 2: trained and evaluated
+    run_cli_until(crashed, "iteration 3: step collect done", iterations=2)  # one real SIGKILL
+    while len(completed_iterations(crashed)) < 3:
+        run_iteration(crashed)
+    assert completed_iterations(crashed) == [1, 2, 3]
+    assert ledger_state(crashed) == ledger_state(reference)
+    snapshot, labelled_ids, votes = ledger_state(crashed)
     hidden = pd.read_parquet(simulation[0] / "simulation_context" / "oracle.parquet").set_index("id_str")
     acquired_votes = {i: v for i, v in zip(labelled_ids, votes) if i in hidden.index}
     assert len(acquired_votes) == 2 * PER_ITERATION
@@ -156,7 +170,7 @@ def test_cli_simulate_and_report(simulation, tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "active"), "--baseline", str(tmp_path / "random")])
     assert result.exit_code == 0, result.output
     assert "learning curve: baseline" in result.output
-    assert "labels" in result.output
+    assert "baseline's final eval_loss" in result.output or "never reached the baseline's final" in result.output
 
 
 def test_create_instructions_needs_a_simulation(simulation, tmp_path):
@@ -198,3 +212,58 @@ def test_running_a_folder_without_a_ledger_fails_clearly(simulation, tmp_path):
     with pytest.raises(FileNotFoundError, match="no complete experiment"):
         run_iteration(experiment)
     assert not (experiment / "ledger.sqlite").exists()
+
+
+def test_create_instructions_refuses_a_bad_plan_before_writing(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    base = ["create-instructions", "--catalog-dir", str(catalog_dir), "--shard-dir", str(shard_dir),
+            "--experiment-dir", str(tmp_path / "e")]
+    cases = {
+        ("--acquisition", "bladd"): "AcquisitionSpec.function: expected one of ['bald', 'entropy', 'random'], "
+                                    "got 'bladd' (did you mean 'bald'?)",
+        ("--n-samples", "0"): "AcquisitionSpec.n_samples: expected an integer >= 1, got 0",
+        ("--expected-votes", "0"): "AcquisitionSpec.expected_votes: expected an integer >= 1, got 0",
+        ("--selection", "nope"): "AcquisitionSpec.selection: expected one of",
+        ("--oracle", "simulatd"): "oracle.kind: expected one of ['simulated'], got 'simulatd' (did you mean 'simulated'?)",
+        ("--delay", "-2"): "simulated oracle.delay: expected an integer >= 0, got -2",
+        ("--subjects-per-iteration", "0"): "Instructions.subjects_per_iteration: expected an integer >= 1, got 0",
+    }
+    for option, message in cases.items():
+        result = CliRunner().invoke(app, base + list(option))
+        assert result.exit_code == 1, (option, result.output)
+        assert message in result.output, (option, result.output)
+        assert "Traceback" not in result.output
+        assert not (tmp_path / "e").exists(), option
+
+
+def test_simulate_rerun_with_other_options_is_refused_or_overridden(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    base = ["simulate", str(catalog_dir), str(shard_dir), str(tmp_path / "e"), "--test", "--epochs", "1"]
+    assert CliRunner().invoke(app, base + ["--iterations", "1"]).exit_code == 0
+    saved = (tmp_path / "e" / "instructions" / "acquisition_spec.json").read_text()
+    result = CliRunner().invoke(app, base + ["--iterations", "2", "--acquisition", "entropy", "--delay", "1"])
+    assert result.exit_code == 1
+    assert "acquisition_spec.json: function 'bald' -> 'entropy'" in result.output
+    assert "instructions.json: oracle.settings.delay 0 -> 1" in result.output
+    assert (tmp_path / "e" / "instructions" / "acquisition_spec.json").read_text() == saved
+    assert completed_iterations(tmp_path / "e") == [1]
+    result = CliRunner().invoke(app, base + ["--iterations", "2", "--acquisition", "entropy", "--override"])
+    assert result.exit_code == 0, result.output
+    assert load_instructions(tmp_path / "e" / "instructions").acquisition.function == "entropy"
+    assert completed_iterations(tmp_path / "e") == [1, 2]
+    result = CliRunner().invoke(
+        app, ["simulate", str(catalog_dir), str(tmp_path / "other"), str(tmp_path / "e"), "--override"]
+    )
+    assert result.exit_code == 1
+
+
+def test_experiments_saved_with_the_flat_oracle_format_still_load(simulation, tmp_path):
+    experiment = make_experiment(simulation, tmp_path / "exp", reveal_votes=3)
+    path = experiment / "instructions" / "instructions.json"
+    saved = json.loads(path.read_text())
+    settings = saved["oracle"]["settings"]
+    saved["oracle"] = {"kind": "simulated", "oracle_path": settings.pop("hidden_votes_path"), **settings}
+    path.write_text(json.dumps(saved))
+    oracle = load_instructions(experiment / "instructions").instructions.oracle
+    assert oracle.settings["reveal_votes"] == 3
+    assert oracle.settings["hidden_votes_path"].endswith("oracle.parquet")
