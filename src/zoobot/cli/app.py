@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperOption
 
 app = typer.Typer(
     name="zoobot",
@@ -15,6 +16,49 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
+
+
+GLOBAL_OPTIONS = ("--verbose", "-v", "--threads")
+
+
+def _value_placeholder(option: TyperOption, ctx) -> Optional[str]:
+    """Help shows <int>, <path> ... for options that take a value, nothing for switches."""
+    return None if option.is_flag else _typer_value_placeholder(option, ctx)
+
+
+_typer_value_placeholder = TyperOption.display_type_rich
+TyperOption.display_type_rich = _value_placeholder
+
+
+def global_options_first(argv: list[str]) -> Optional[list[str]]:
+    """``argv`` with global options given after the command moved before it; None if none were."""
+    command_at = next(
+        (n for n, arg in enumerate(argv) if not arg.startswith("-") and (n == 0 or argv[n - 1] != "--threads")), None
+    )
+    if command_at is None:
+        return None
+    moved, rest, n = [], [], command_at + 1
+    while n < len(argv):
+        name = argv[n].split("=")[0]
+        if name in GLOBAL_OPTIONS:
+            takes_value = name == "--threads" and "=" not in argv[n]
+            moved += argv[n:n + 1 + takes_value]
+            n += 1 + takes_value
+        else:
+            rest.append(argv[n])
+            n += 1
+    if not moved:
+        return None
+    return argv[:command_at] + moved + argv[command_at:command_at + 1] + rest
+
+
+def log_handler() -> logging.Handler:
+    """Rich's handler on a terminal; plain unwrapped lines in files, pipes and CI logs."""
+    if sys.stdout.isatty():
+        return RichHandler(show_path=False, show_time=False)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
+    return handler
 
 
 @app.callback()
@@ -30,11 +74,7 @@ def configure(
         os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(threads)
         if "torch" in sys.modules:
             sys.modules["torch"].set_num_threads(threads)
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(message)s",
-        handlers=[RichHandler(show_path=False, show_time=False)],
-    )
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[log_handler()], force=True)
     if not verbose:
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
