@@ -163,8 +163,8 @@ def test_cli_simulate_and_report(simulation, tmp_path):
     runner = CliRunner()
     for name, extra in (("active", []), ("random", ["--baseline"])):
         result = runner.invoke(
-            app, ["simulate", str(catalog_dir), str(shard_dir), str(tmp_path / name), "--iterations", "2",
-                  "--test", "--epochs", "1"] + extra,
+            app, ["simulate", str(catalog_dir), str(shard_dir), str(tmp_path / name), "--total-iterations", "2",
+                  "--quick-test", "--epochs", "1"] + extra,
         )
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["report", str(tmp_path / "active"), "--baseline", str(tmp_path / "random")])
@@ -176,14 +176,12 @@ def test_cli_simulate_and_report(simulation, tmp_path):
 def test_create_instructions_needs_a_simulation(simulation, tmp_path):
     _, shard_dir = simulation
     result = CliRunner().invoke(
-        app, ["create-instructions", "--catalog-dir", str(tmp_path), "--shard-dir", str(shard_dir),
-              "--experiment-dir", str(tmp_path / "e")],
+        app, ["create-instructions", str(tmp_path), str(shard_dir), str(tmp_path / "e")],
     )
     assert result.exit_code == 1
     assert "simulation-size" in result.output
     result = CliRunner().invoke(
-        app, ["create-instructions", "--catalog-dir", str(simulation[0]), "--shard-dir", str(shard_dir),
-              "--experiment-dir", str(tmp_path / "e"), "--oracle", "panoptes"],
+        app, ["create-instructions", str(simulation[0]), str(shard_dir), str(tmp_path / "e"), "--oracle", "panoptes"],
     )
     assert result.exit_code == 1
     assert "expected one of ['simulated'], got 'panoptes'" in result.output
@@ -198,8 +196,7 @@ def test_shards_of_another_simulation_are_refused(simulation, tmp_path):
     other = define_experiment(catalog, SCHEMA, retirement=1, seed=1, simulation_size=N_POOL)
     save_experiment(other, SCHEMA, tmp_path / "other", {})
     result = CliRunner().invoke(
-        app, ["create-instructions", "--catalog-dir", str(tmp_path / "other"), "--shard-dir", str(shard_dir),
-              "--experiment-dir", str(tmp_path / "e")],
+        app, ["create-instructions", str(tmp_path / "other"), str(shard_dir), str(tmp_path / "e")],
     )
     assert result.exit_code == 1
     assert "have no hidden votes" in result.output or "would leak" in result.output
@@ -216,8 +213,7 @@ def test_running_a_folder_without_a_ledger_fails_clearly(simulation, tmp_path):
 
 def test_create_instructions_refuses_a_bad_plan_before_writing(simulation, tmp_path):
     catalog_dir, shard_dir = simulation
-    base = ["create-instructions", "--catalog-dir", str(catalog_dir), "--shard-dir", str(shard_dir),
-            "--experiment-dir", str(tmp_path / "e")]
+    base = ["create-instructions", str(catalog_dir), str(shard_dir), str(tmp_path / "e")]
     cases = {
         ("--acquisition", "bladd"): "AcquisitionSpec.function: expected one of ['bald', 'entropy', 'random'], "
                                     "got 'bladd' (did you mean 'bald'?)",
@@ -238,16 +234,16 @@ def test_create_instructions_refuses_a_bad_plan_before_writing(simulation, tmp_p
 
 def test_simulate_rerun_with_other_options_is_refused_or_overridden(simulation, tmp_path):
     catalog_dir, shard_dir = simulation
-    base = ["simulate", str(catalog_dir), str(shard_dir), str(tmp_path / "e"), "--test", "--epochs", "1"]
-    assert CliRunner().invoke(app, base + ["--iterations", "1"]).exit_code == 0
+    base = ["simulate", str(catalog_dir), str(shard_dir), str(tmp_path / "e"), "--quick-test", "--epochs", "1"]
+    assert CliRunner().invoke(app, base + ["--total-iterations", "1"]).exit_code == 0
     saved = (tmp_path / "e" / "instructions" / "acquisition_spec.json").read_text()
-    result = CliRunner().invoke(app, base + ["--iterations", "2", "--acquisition", "entropy", "--delay", "1"])
+    result = CliRunner().invoke(app, base + ["--total-iterations", "2", "--acquisition", "entropy", "--delay", "1"])
     assert result.exit_code == 1
     assert "acquisition_spec.json: function 'bald' -> 'entropy'" in result.output
     assert "instructions.json: oracle.settings.delay 0 -> 1" in result.output
     assert (tmp_path / "e" / "instructions" / "acquisition_spec.json").read_text() == saved
     assert completed_iterations(tmp_path / "e") == [1]
-    result = CliRunner().invoke(app, base + ["--iterations", "2", "--acquisition", "entropy", "--override"])
+    result = CliRunner().invoke(app, base + ["--total-iterations", "2", "--acquisition", "entropy", "--override"])
     assert result.exit_code == 0, result.output
     assert load_instructions(tmp_path / "e" / "instructions").acquisition.function == "entropy"
     assert completed_iterations(tmp_path / "e") == [1, 2]
@@ -267,3 +263,20 @@ def test_experiments_saved_with_the_flat_oracle_format_still_load(simulation, tm
     oracle = load_instructions(experiment / "instructions").instructions.oracle
     assert oracle.settings["reveal_votes"] == 3
     assert oracle.settings["hidden_votes_path"].endswith("oracle.parquet")
+
+
+def test_old_option_spellings_still_work_with_a_warning(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    result = CliRunner().invoke(
+        app, ["create-instructions", "--catalog-dir", str(catalog_dir), "--shard-dir", str(shard_dir),
+              "--experiment-dir", str(tmp_path / "e"), "--test"],
+    )
+    assert result.exit_code == 0, result.output
+    assert "warning: --catalog-dir is deprecated" in result.output
+    assert "warning: --test is deprecated and will be removed in the next release; use --quick-test" in result.output
+    assert load_instructions(tmp_path / "e" / "instructions").acquisition.n_samples == 2  # the quick test
+    result = CliRunner().invoke(
+        app, ["create-instructions", str(catalog_dir), "--catalog-dir", str(catalog_dir), str(shard_dir)]
+    )
+    assert result.exit_code == 1
+    assert "--catalog-dir is the old spelling of CATALOG_DIR; give only CATALOG_DIR" in result.output

@@ -94,3 +94,32 @@ def fail(message: str) -> None:
     """Print a user-facing error and exit with status 1 (no traceback)."""
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code=1)
+
+
+def old_spelling(old: str, help_text: str = "Deprecated spelling, kept for one release."):
+    """A hidden option for a deprecated spelling; resolve it with ``renamed``."""
+    return typer.Option(None, old, hidden=True, help=help_text)
+
+
+def renamed(value, old_value, old: str, new: str):
+    """The value of option ``new``, or of its deprecated spelling ``old`` (with a warning).
+
+    Both given is an error. Options that became positional arguments pass their argument name
+    as ``new``; a missing required value is reported by ``required``.
+    """
+    if old_value is None:
+        return value
+    if value is not None:
+        fail(f"{old} is the old spelling of {new}; give only {new}")
+    typer.secho(
+        f"warning: {old} is deprecated and will be removed in the next release; use {new}",
+        fg=typer.colors.YELLOW, err=True,
+    )
+    return old_value
+
+
+def required(value, name: str):
+    """``value``, or exit 1 saying that ``name`` is missing."""
+    if value is None:
+        fail(f"missing {name}; see --help")
+    return value

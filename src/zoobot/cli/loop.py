@@ -9,14 +9,14 @@ from typing import Optional
 import typer
 
 from zoobot.acquisition import ACQUISITION_FUNCTIONS, STRATEGIES
-from zoobot.cli.app import app, fail, quiet_lightning
+from zoobot.cli.app import app, fail, old_spelling, quiet_lightning, renamed, required
 from zoobot.oracles import list_oracles, oracle_class
 from zoobot.loop.layout import LEDGER, completed_iterations, is_complete, iteration_dir, next_iteration
 
 logger = logging.getLogger(__name__)
 
 def plan_from_options(
-    catalog_dir: Path, shard_dir: Path, *, test: bool, baseline: bool, warm_start: bool, oracle: str,
+    catalog_dir: Path, shard_dir: Path, *, quick_test: bool, baseline: bool, warm_start: bool, oracle: str,
     architecture: str, subjects_per_iteration: int, pool_size_per_iteration: Optional[int], n_samples: int,
     expected_votes: int, epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
@@ -49,7 +49,7 @@ def plan_from_options(
                 expected_votes=expected_votes,
             ),
             oracle=oracle, oracle_options=oracle_options, subjects_per_iteration=subjects_per_iteration,
-            pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=test,
+            pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=quick_test,
         )
     except (SettingsError, ShardError, FileNotFoundError) as error:
         fail(str(error))
@@ -68,11 +68,16 @@ def create(experiment_dir: Path, plan) -> None:
 
 
 # Options shared by create-instructions and simulate: the plan of an experiment.
-TEST = typer.Option(False, help="Shrink everything for a quick plumbing check.")
-BASELINE = typer.Option(False, help="Acquire at random (the baseline).")
-WARM_START = typer.Option(False, help="Start each iteration from the previous iteration's model.")
+QUICK_TEST = typer.Option(False, "--quick-test", help="Shrink everything for a quick plumbing check.")
+BASELINE = typer.Option(False, "--baseline", help="Acquire at random (the baseline).")
+WARM_START = typer.Option(
+    True, "--warm-start/--cold-start",
+    help="Start each iteration from the previous iteration's model (cold: from scratch each time).",
+)
 ORACLE = typer.Option("simulated", help=f"Who answers the vote requests: {' | '.join(list_oracles())}.")
-ARCHITECTURE = typer.Option("efficientnet_b0", help="A timm name, or zoobot-2019 (small, fast on CPU).")
+ARCHITECTURE = typer.Option(
+    "zoobot-2019", help="zoobot-2019 (small, fast on CPU), or any timm model name (no pretrained weights)."
+)
 SUBJECTS = typer.Option(100, help="Galaxies acquired per iteration.")
 POOL_SIZE = typer.Option(None, help="Score at most this many pool galaxies per iteration (default all).")
 N_SAMPLES = typer.Option(15, help="MC dropout samples per galaxy.")
@@ -92,12 +97,18 @@ PRECISION = typer.Option("32-true", help="Training precision, e.g. bf16-mixed.")
 SEED = typer.Option(42, help="Seed of training, acquisition ties and the simulated oracle.")
 
 
+CATALOG_DIR = typer.Argument(None, help="Folder made by define-experiment --simulation-size.", show_default=False)
+SHARD_DIR = typer.Argument(None, help="Shards made from the simulation's catalogs.", show_default=False)
+
+
 @app.command("create-instructions")
 def create_instructions_command(
-    catalog_dir: Path = typer.Option(..., help="Folder made by define-experiment (with simulation_context/)."),
-    shard_dir: Path = typer.Option(..., help="Shards made from the simulation's catalogs."),
-    experiment_dir: Path = typer.Option(..., help="New folder for instructions, ledger and iterations."),
-    test: bool = TEST,
+    catalog_dir: Optional[Path] = CATALOG_DIR,
+    shard_dir: Optional[Path] = SHARD_DIR,
+    experiment_dir: Optional[Path] = typer.Argument(
+        None, help="New folder for instructions, ledger and iterations.", show_default=False
+    ),
+    quick_test: bool = QUICK_TEST,
     baseline: bool = BASELINE,
     warm_start: bool = WARM_START,
     oracle: str = ORACLE,
@@ -113,15 +124,26 @@ def create_instructions_command(
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
-    delay: int = DELAY,
-    duplicate_rate: float = DUPLICATE_RATE,
+    delay: Optional[int] = DELAY,
+    duplicate_rate: Optional[float] = DUPLICATE_RATE,
     precision: str = PRECISION,
     seed: int = SEED,
+    old_catalog_dir: Optional[Path] = old_spelling("--catalog-dir"),
+    old_shard_dir: Optional[Path] = old_spelling("--shard-dir"),
+    old_experiment_dir: Optional[Path] = old_spelling("--experiment-dir"),
+    old_test: Optional[bool] = typer.Option(None, "--test", hidden=True),
 ) -> None:
     """Save the model, acquisition and oracle specs, and start the ledger."""
-    plan = dict(locals())
-    experiment_dir = plan.pop("experiment_dir")
-    create(experiment_dir, plan_from_options(**plan))
+    options = dict(locals())
+    for name in [n for n in options if n.startswith("old_")] + ["catalog_dir", "shard_dir", "experiment_dir"]:
+        del options[name]
+    options["quick_test"] = renamed(quick_test or None, old_test, "--test", "--quick-test") or False
+    catalog_dir = required(renamed(catalog_dir, old_catalog_dir, "--catalog-dir", "CATALOG_DIR"), "CATALOG_DIR")
+    shard_dir = required(renamed(shard_dir, old_shard_dir, "--shard-dir", "SHARD_DIR"), "SHARD_DIR")
+    experiment_dir = required(
+        renamed(experiment_dir, old_experiment_dir, "--experiment-dir", "EXPERIMENT_DIR"), "EXPERIMENT_DIR"
+    )
+    create(experiment_dir, plan_from_options(catalog_dir, shard_dir, **options))
 
 
 def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optional[float]) -> dict:
@@ -161,8 +183,8 @@ def run_iteration_command(
 def run_command(
     experiment_dir: Path = typer.Argument(..., help="An experiment made by create-instructions or simulate."),
     iterations: int = typer.Option(1, help="How many iterations to run."),
-    epochs: Optional[int] = typer.Option(None),
-    learning_rate: Optional[float] = typer.Option(None),
+    epochs: Optional[int] = typer.Option(None, help="Override the plan's epochs for these iterations."),
+    learning_rate: Optional[float] = typer.Option(None, help="Override the plan's learning rate for these iterations."),
 ) -> None:
     """Run the next iteration(s), finishing an interrupted one first."""
     for _ in range(iterations):
@@ -174,8 +196,10 @@ def simulate_command(
     catalog_dir: Path = typer.Argument(..., help="Folder made by define-experiment --simulation-size."),
     shard_dir: Path = typer.Argument(..., help="Shards of the simulation's catalogs."),
     experiment_dir: Path = typer.Argument(..., help="Experiment folder (created, or resumed if it exists)."),
-    iterations: int = typer.Option(5, help="Total iterations the experiment should reach."),
-    test: bool = TEST,
+    total_iterations: Optional[int] = typer.Option(
+        None, help="Iterations the experiment should have when the command ends (default 5)."
+    ),
+    quick_test: bool = QUICK_TEST,
     baseline: bool = BASELINE,
     warm_start: bool = WARM_START,
     architecture: str = ARCHITECTURE,
@@ -190,30 +214,34 @@ def simulate_command(
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
-    delay: int = DELAY,
-    duplicate_rate: float = DUPLICATE_RATE,
+    delay: Optional[int] = DELAY,
+    duplicate_rate: Optional[float] = DUPLICATE_RATE,
     precision: str = PRECISION,
     seed: int = SEED,
     override: bool = typer.Option(
         False, "--override", help="On a rerun, apply plan options that differ from the saved plan."
     ),
+    old_iterations: Optional[int] = old_spelling("--iterations", "Deprecated: the total, now --total-iterations."),
+    old_test: Optional[bool] = typer.Option(None, "--test", hidden=True),
 ) -> None:
-    """Create instructions (unless the experiment exists) and run it to N iterations.
+    """Create an experiment with a simulated oracle (unless it exists) and run it to N iterations.
 
     A rerun resumes the experiment. Plan options that differ from the saved plan are refused,
     listing the differences, unless --override applies them to the iterations still to run.
     """
     options = dict(locals())
-    for name in ("iterations", "experiment_dir", "override"):
+    for name in ("total_iterations", "experiment_dir", "override", "old_iterations", "old_test"):
         del options[name]
+    options["quick_test"] = renamed(quick_test or None, old_test, "--test", "--quick-test") or False
+    total = renamed(total_iterations, old_iterations, "--iterations", "--total-iterations") or 5
     plan = plan_from_options(**options, oracle="simulated")
     if not (experiment_dir / LEDGER).exists():
         create(experiment_dir, plan)
     else:
         resume_with(experiment_dir, plan, override)
-    while len(completed_iterations(experiment_dir)) < iterations:
+    while len(completed_iterations(experiment_dir)) < total:
         _run_one(experiment_dir, None, None)
-    logger.info("%d iterations complete; metrics in %s", iterations, experiment_dir / "metrics.csv")
+    logger.info("%d iterations complete; metrics in %s", total, experiment_dir / "metrics.csv")
 
 
 def resume_with(experiment_dir: Path, plan, override: bool) -> None:
