@@ -23,7 +23,6 @@ import numpy as np
 import torch
 
 from zoobot import acquisition
-from zoobot.loop.iteration import score_stream
 from zoobot.models import create_model
 from zoobot.predict import predict_image_batches
 from zoobot.schema import SMOOTH_OR_FEATURED
@@ -79,7 +78,7 @@ def main() -> None:
         else:
             images = random_batches(args.n_galaxies, args.batch_size, (3, args.size, args.size), milestones, started)
             batches = predict_image_batches(model, images, args.n_samples)
-        n_scored = score_stream(
+        n_scored = acquisition.score_stream(
             batches, acquisition.get_acquisition("bald"), selector, Path(folder) / "scores.parquet",
             SMOOTH_OR_FEATURED, 40, np.random.default_rng(0),
         )

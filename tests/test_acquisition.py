@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from zoobot import acquisition as acq
-from zoobot.schema import DECALS_DR5, Question, Schema
+from zoobot.acquisition import entropy
+from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED, Question, Schema, get_schema
 
 LOG2 = math.log(2.0)
 
@@ -172,7 +175,7 @@ def test_exact_path_does_not_depend_on_chunking(monkeypatch):
     rng = np.random.default_rng(8)
     alpha = random_alpha(rng, 37, 6, 3)
     whole = acq.question_entropies(alpha, 20)
-    monkeypatch.setattr(acq, "_CHUNK_ELEMENTS", 1)  # one galaxy per chunk
+    monkeypatch.setattr(entropy, "CHUNK_ELEMENTS", 1)  # one galaxy per chunk
     np.testing.assert_allclose(acq.question_entropies(alpha, 20), whole, atol=1e-13)
 
 
@@ -315,6 +318,7 @@ def test_registry_contract(name, kind):
 
 def test_registry_names_and_dispatch():
     assert set(acq.ACQUISITION_FUNCTIONS) == {"bald", "entropy", "random"}
+    assert acq.list_acquisitions() == ("bald", "entropy", "random")
     rho = np.random.default_rng(51).uniform(size=(5, 4, 1))
     np.testing.assert_array_equal(acq.get_acquisition("bald")(rho, None, 40, None), acq.binomial_bald(rho[..., 0], 40))
     np.testing.assert_array_equal(
@@ -357,27 +361,28 @@ def test_nan_and_inf_raise_naming_galaxies():
     rho = np.full((6, 3), 0.5)
     rho[2, 1] = np.nan
     rho[4, 0] = np.inf
-    with pytest.raises(acq.InvalidPredictionsError, match=r"NaN or inf.*rows \[2, 4\]") as error:
+    with pytest.raises(acq.InvalidPredictionsError, match=r"NaN or inf.*galaxies at rows 2, 4 \(2 in all\)") as error:
         acq.binomial_bald(rho)
     np.testing.assert_array_equal(error.value.galaxy_index, [2, 4])
     alpha = decals_alpha(np.random.default_rng(60), 5)
     alpha[3, 0, 7] = np.nan
-    with pytest.raises(acq.InvalidPredictionsError, match=r"rows \[3\]"):
+    with pytest.raises(acq.InvalidPredictionsError, match=r"galaxies at rows 3 \(1 in all\)"):
         acq.bald(alpha, DECALS_DR5)
 
 
 @pytest.mark.parametrize(
     "call, match",
     [
-        (lambda: acq.binomial_bald(np.full((2, 3), 1.5)), r"outside \[0, 1\].*rows \[0, 1\]"),
+        (lambda: acq.binomial_bald(np.full((2, 3), 1.5)), r"outside \[0, 1\].*rows 0, 1 \(2 in all\)"),
         (lambda: acq.binomial_bald(np.full((2, 3, 1), 0.5)), r"expected rho of shape \(galaxy, sample\)"),
         (lambda: acq.binomial_bald(np.full((2, 3), 0.5), 0), "expected expected_votes >= 1, got 0"),
         (lambda: acq.binomial_bald(np.full((2, 3), 0.5), 40.0), "expected expected_votes as an int"),
         (lambda: acq.dirichlet_bald(np.ones((2, 3, 5)), DECALS_DR5), r"expected alpha with 34 answers"),
-        (lambda: acq.dirichlet_bald(-np.ones((2, 3, 34)), DECALS_DR5), r"alpha <= 0.*rows \[0, 1\]"),
-        (lambda: acq.question_entropies(np.full((2, 3, 6), 1e-310), 40), r"alpha below 1e-300.*rows \[0, 1\]"),
-        (lambda: acq.bald(np.ones((2, 3, 5)), DECALS_DR5), r"expected 1 output .* or 34 outputs.*got 5"),
+        (lambda: acq.dirichlet_bald(-np.ones((2, 3, 34)), DECALS_DR5), r"alpha <= 0.*rows 0, 1 \(2 in all\)"),
+        (lambda: acq.question_entropies(np.full((2, 3, 6), 1e-310), 40), r"alpha below 1e-300.*rows 0, 1 \(2 in all\)"),
+        (lambda: acq.bald(np.ones((2, 3, 5)), DECALS_DR5), r"expects 1 output .* or 34 outputs.*got 5"),
         (lambda: acq.bald(np.ones((2, 3, 5))), "got no schema"),
+        (lambda: acq.bald(np.full((2, 3, 1), 0.5), get_schema("decals-dr5:bar")), r"expects 1 output.*got 1"),
         (lambda: acq.bald(np.ones((2, 3))), r"expected predictions of shape \(galaxy, sample, output\)"),
         (lambda: acq.question_entropies(np.ones((2, 3, 3)), 5, max_outcomes=-1), "max_outcomes"),
     ],
@@ -434,13 +439,13 @@ def test_top_k_edge_cases_and_tie_breaking():
     np.testing.assert_array_equal(acq.select(ids, scores, 2).ids, ["a", "b"])
     np.testing.assert_array_equal(acq.select(ids, scores, 10).ids, ["a", "b", "c", "d"])  # fewer than k
     assert len(acq.select(ids, scores, 0)) == 0
-    with pytest.raises(ValueError, match=r"repeated ids: \['a'\]"):
+    with pytest.raises(ValueError, match=r"repeated ids: a \(1 in all\)"):
         acq.select(np.array(["a", "a"]), np.array([1.0, 2.0]), 1)
     selector = acq.TopK(2)
     selector.update(["x"], [1.0])
     with pytest.raises(ValueError, match="repeated ids"):
         selector.update(["x"], [2.0])
-    with pytest.raises(ValueError, match=r"NaN or inf.*\['b'\]"):
+    with pytest.raises(ValueError, match=r"NaN or inf.*galaxies b \(1 in all\)"):
         acq.select(np.array(["a", "b"]), np.array([1.0, np.nan]), 1)
     with pytest.raises(ValueError, match="expected k as an int >= 0"):
         acq.TopK(-1)
@@ -494,7 +499,72 @@ def test_softmax_sampling_and_strategy_errors():
         acq.TopK(5, strategy="power")
     with pytest.raises(ValueError, match="unknown strategy"):
         acq.TopK(5, strategy="greedy")
-    with pytest.raises(ValueError, match=r"scores >= 0.*\['low'\]"):
+    with pytest.raises(ValueError, match=r"scores >= 0.*galaxies low \(1 in all\)"):
         acq.select(ids, np.array([-1.0, 1.0]), 1, strategy="power", seed=0)
     with pytest.raises(ValueError, match="expected beta > 0"):
         acq.TopK(5, strategy="power", beta=0, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# score_stream: scores into a selector and a Parquet file
+
+
+def prediction_batches(rng, n_batches=3, batch=40, path=None, seen=None, fail_after=None):
+    """(ids, rho predictions (batch, 5, 1)) batches; appends to ``seen`` whether ``path`` exists."""
+    for b in range(n_batches):
+        if fail_after is not None and b == fail_after:
+            raise RuntimeError("killed mid-stream")
+        if seen is not None:
+            seen.append(path.exists())
+        ids = np.array([f"J{b:02d}{i:04d}" for i in range(batch)])
+        yield ids, rng.uniform(size=(batch, 5, 1))
+
+
+def test_score_stream_writes_every_score_and_the_file_only_when_complete(tmp_path):
+    path = tmp_path / "scores.parquet"
+    seen = []
+    selector = acq.TopK(10)
+    batches = list(prediction_batches(np.random.default_rng(80)))
+    n_scored = acq.score_stream(
+        prediction_batches(np.random.default_rng(80), path=path, seen=seen), acq.bald, selector, path,
+        SMOOTH_OR_FEATURED, 40, np.random.default_rng(0),
+    )
+    assert n_scored == 120
+    assert seen == [False, False, False]  # not there while scoring
+    assert [p.name for p in tmp_path.iterdir()] == ["scores.parquet"]
+    table = pd.read_parquet(path)
+    assert list(table.columns) == ["id_str", "score"]
+    expected = np.concatenate([acq.bald(predictions, SMOOTH_OR_FEATURED, 40) for _, predictions in batches])
+    np.testing.assert_array_equal(table["id_str"], np.concatenate([ids for ids, _ in batches]))
+    np.testing.assert_array_equal(table["score"], expected)
+    np.testing.assert_array_equal(selector.result().ids, reference_top_k(table["id_str"].to_numpy(), expected, 10))
+
+
+def test_score_stream_leaves_no_file_after_an_error(tmp_path):
+    path = tmp_path / "scores.parquet"
+    with pytest.raises(RuntimeError, match="killed mid-stream"):
+        acq.score_stream(
+            prediction_batches(np.random.default_rng(81), fail_after=2), acq.bald, acq.TopK(5), path,
+            SMOOTH_OR_FEATURED, 40, np.random.default_rng(0),
+        )
+    assert list(tmp_path.iterdir()) == []
+    bad = [(np.array(["a", "b"]), np.array([[[0.5]], [[np.nan]]]))]
+    with pytest.raises(acq.InvalidPredictionsError, match="rows 1 "):
+        acq.score_stream(bad, acq.bald, acq.TopK(5), path, SMOOTH_OR_FEATURED, 40, np.random.default_rng(0))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_score_stream_random_scores_and_empty_pool(tmp_path):
+    path = tmp_path / "scores.parquet"
+    ids = np.array([f"J{i:03d}" for i in range(30)])
+    n_scored = acq.score_stream(
+        [(ids[:20], None), (ids[20:], None)], acq.random_baseline, acq.TopK(5), path, None, 40,
+        np.random.default_rng(3),
+    )
+    assert n_scored == 30
+    rng = np.random.default_rng(3)
+    expected = np.concatenate([acq.random_scores(20, rng), acq.random_scores(10, rng)])
+    np.testing.assert_array_equal(pd.read_parquet(path)["score"], expected)
+    empty = tmp_path / "empty.parquet"
+    assert acq.score_stream(iter(()), acq.bald, acq.TopK(5), empty, None, 40, 0) == 0
+    assert list(pd.read_parquet(empty).columns) == ["id_str", "score"] and len(pd.read_parquet(empty)) == 0

@@ -9,8 +9,6 @@ from torch import nn
 
 from zoobot.losses import vote_nll
 from zoobot.models import (
-    BINOMIAL,
-    DIRICHLET_MULTINOMIAL,
     GalaxyModel,
     VoteHead,
     create_model,
@@ -20,7 +18,7 @@ from zoobot.models import (
 )
 from zoobot.models import registry
 from zoobot.models.heads import ALPHA_MAX, ALPHA_MIN, RHO_EPS, always_on_dropout
-from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED, Question, Schema
+from zoobot.schema import BINOMIAL, DECALS_DR5, DIRICHLET_MULTINOMIAL, SMOOTH_OR_FEATURED, Question, Schema
 
 TIMM_ARCHITECTURE = "efficientnet_b0"  # the default; about 0.1 s forward + backward at 32 px
 ARCHITECTURES = list_architectures() + [TIMM_ARCHITECTURE]

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import zoobot.predict as predict_module
 from zoobot.catalog import define_experiment, write_catalog
 from zoobot.cli import app
-from zoobot.metrics import evaluate_predictions, expected_fractions
+from zoobot.metrics import evaluate_predictions
 from zoobot.models import create_model
 from zoobot.predict import (
     dihedral_view,
@@ -124,7 +124,7 @@ def test_tta_and_bf16_predictions(data, model):
     torch.manual_seed(2)
     _, bf16 = collect(predict_batches(model, reader, split="eval", n_samples=3, precision="bf16"))
     assert bf16.dtype == np.float32
-    fraction = lambda p: expected_fractions(p, DECALS_DR5)  # noqa: E731
+    fraction = lambda p: DECALS_DR5.expected_fractions(p)  # noqa: E731
     np.testing.assert_allclose(fraction(bf16), fraction(fp32), atol=0.05)
 
 
@@ -162,7 +162,7 @@ def test_parquet_catalog_and_samples(data, model, tmp_path, monkeypatch):
     samples = np.load(summary.samples)
     assert summary.samples == tmp_path / "pool_samples.npy"
     np.testing.assert_allclose(samples, expected, rtol=1e-6)
-    fractions = expected_fractions(samples, DECALS_DR5)  # (galaxy, sample, answer)
+    fractions = DECALS_DR5.expected_fractions(samples)  # (galaxy, sample, answer)
     for a, column in enumerate(DECALS_DR5.answer_columns):
         mean = table[f"{column}_fraction"].to_numpy()
         np.testing.assert_allclose(mean, fractions[:, :, a].mean(axis=1), rtol=1e-5)
@@ -242,7 +242,7 @@ def test_dirichlet_metrics_use_the_per_question_fractions():
     alpha = rng.uniform(1, 50, size=(6, 4, schema.n_answers))
     counts = rng.integers(1, 10, size=(6, schema.n_answers))
     report = evaluate_predictions(alpha, counts, schema, min_votes=1, confident_fraction=0.0)
-    fractions = expected_fractions(alpha, schema).mean(axis=1)
+    fractions = schema.expected_fractions(alpha).mean(axis=1)
     start, stop = schema.answer_groups[0]
     assert np.allclose(fractions[:, start:stop].sum(axis=1), 1)
     observed = counts[:, start:stop] / counts[:, start:stop].sum(axis=1, keepdims=True)

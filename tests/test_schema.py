@@ -3,7 +3,9 @@ import pytest
 
 from zoobot.schema import (
     BAR,
+    BINOMIAL,
     DECALS_DR5,
+    DIRICHLET_MULTINOMIAL,
     GZ2,
     SCHEMAS,
     SMOOTH_OR_FEATURED,
@@ -122,3 +124,54 @@ def test_invalid_schemas_are_rejected():
                 Question("c", ("y", "n"), ("a_y", "b_y")),
             ),
         )
+
+
+def test_likelihood_and_outputs_follow_the_schema():
+    assert SMOOTH_OR_FEATURED.likelihood == BINOMIAL and SMOOTH_OR_FEATURED.n_outputs == 1
+    assert BAR.likelihood == BINOMIAL and BAR.n_outputs == 1
+    assert DECALS_DR5.likelihood == DIRICHLET_MULTINOMIAL and DECALS_DR5.n_outputs == 34
+    three_answers = get_schema("decals-dr5:bar")
+    assert three_answers.likelihood == DIRICHLET_MULTINOMIAL and three_answers.n_outputs == 3
+    two_questions = Schema("two", (Question("a", ("y", "n")), Question("b", ("y", "n"))))
+    assert two_questions.likelihood == DIRICHLET_MULTINOMIAL and two_questions.n_outputs == 4
+
+
+def test_likelihood_of_a_prediction_width():
+    assert SMOOTH_OR_FEATURED.likelihood_of(1) == BINOMIAL
+    assert SMOOTH_OR_FEATURED.likelihood_of(2) == DIRICHLET_MULTINOMIAL  # concentrations also accepted
+    assert DECALS_DR5.likelihood_of(34) == DIRICHLET_MULTINOMIAL
+    single_answer = Schema("one", (Question("a", ("only",)),))
+    assert single_answer.likelihood_of(1) == DIRICHLET_MULTINOMIAL  # its head has one concentration
+    with pytest.raises(ValueError, match=(
+        r"schema 'decals-dr5' expects 1 output \(binomial rho, only for one question with two answers\) "
+        r"or 34 outputs \(one Dirichlet concentration per answer of 'decals-dr5'\), got 1"
+    )):
+        DECALS_DR5.likelihood_of(1)
+    with pytest.raises(ValueError, match=r"schema 'smooth-or-featured' expects 1 output .* or 2 outputs .*got 3"):
+        SMOOTH_OR_FEATURED.likelihood_of(3)
+
+
+def test_expected_fractions_of_rho():
+    rho = np.array([[[0.2], [0.6]], [[1.0], [0.0]]])  # (galaxy, sample, 1)
+    fractions = SMOOTH_OR_FEATURED.expected_fractions(rho)  # (galaxy, sample, 2)
+    np.testing.assert_array_equal(fractions, [[[0.2, 0.8], [0.6, 0.4]], [[1.0, 0.0], [0.0, 1.0]]])
+    assert fractions.dtype == np.float64
+    np.testing.assert_array_equal(SMOOTH_OR_FEATURED.expected_fractions([0.25]), [0.25, 0.75])
+
+
+def test_expected_fractions_of_concentrations():
+    schema = Schema("two", (Question("a", ("x", "y")), Question("b", ("p", "q", "r"))))
+    alpha = np.array([[1.0, 3.0, 2.0, 2.0, 4.0]])  # (galaxy, answer)
+    np.testing.assert_allclose(schema.expected_fractions(alpha), [[0.25, 0.75, 0.25, 0.25, 0.5]])
+    rng = np.random.default_rng(3)
+    alpha = rng.uniform(1, 100, size=(4, 5, DECALS_DR5.n_answers)).astype(np.float32)  # (galaxy, sample, answer)
+    fractions = DECALS_DR5.expected_fractions(alpha)
+    assert fractions.shape == alpha.shape and fractions.dtype == np.float64
+    for start, stop in DECALS_DR5.answer_groups:
+        np.testing.assert_allclose(fractions[..., start:stop].sum(axis=-1), 1.0)
+        expected = alpha[..., start:stop].astype(np.float64)
+        np.testing.assert_array_equal(fractions[..., start:stop], expected / expected.sum(axis=-1, keepdims=True))
+    two = SMOOTH_OR_FEATURED.expected_fractions(np.array([[1.0, 3.0]]))  # 2 outputs: concentrations
+    np.testing.assert_allclose(two, [[0.25, 0.75]])
+    with pytest.raises(ValueError, match="expects 1 output"):
+        DECALS_DR5.expected_fractions(np.ones((2, 5)))

@@ -15,17 +15,13 @@ that name the offending galaxies by index, or by id_str when ``ids`` is given.
 from __future__ import annotations
 
 import functools
-import logging
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from zoobot.schema import Schema
-
-logger = logging.getLogger(__name__)
-
-N_GALAXIES_SHOWN = 5
+from zoobot.ids import describe_rows
+from zoobot.schema import BINOMIAL, Schema
 
 
 class NonFiniteError(ValueError):
@@ -34,19 +30,6 @@ class NonFiniteError(ValueError):
 
 class InvalidVotesError(ValueError):
     """Vote counts or likelihood parameters are out of range; the message names the galaxies."""
-
-
-def _describe_galaxies(bad_rows: torch.Tensor, ids: Sequence | None) -> str:
-    """'galaxies 3, 7 (2 in all)' by index, or 'galaxies id_str a, b (2 in all)'."""
-    rows = torch.nonzero(bad_rows.reshape(len(bad_rows), -1).any(dim=1)).flatten().tolist()
-    if ids is None:
-        names = [str(row) for row in rows]
-    else:
-        id_list = list(ids)  # positional, also for a pandas Series with its own index
-        names = [str(id_list[row]) for row in rows]
-    shown = ", ".join(names[:N_GALAXIES_SHOWN]) + (", ..." if len(names) > N_GALAXIES_SHOWN else "")
-    label = "galaxies id_str" if ids is not None else "galaxies at indices"
-    return f"{label} {shown} ({len(names)} in all)"
 
 
 def _check(
@@ -67,7 +50,8 @@ def _check(
         if not bool(ok.all()):
             bad = ~ok
             example = values[bad][:3].tolist()
-            raise error_type(f"{name} for {_describe_galaxies(bad, ids)}, e.g. {example}; {fix}")
+            rows = torch.nonzero(bad.reshape(len(bad), -1).any(dim=1)).flatten().tolist()
+            raise error_type(f"{name} for {describe_rows(rows, ids)}, e.g. {example}; {fix}")
 
 
 def _finite_checks(name: str, values: torch.Tensor, source: str) -> tuple:
@@ -216,10 +200,12 @@ def vote_nll(
 ) -> torch.Tensor:
     """Per-question NLL of the votes under a GalaxyModel's output: (galaxy, n_questions).
 
-    predictions: (galaxy, n_outputs), one MC sample (e.g. ``model(x)[:, 0]``).
-      - n_outputs == 1: rho for a schema of one question with two answers; the binomial NLL
+    predictions: (galaxy, n_outputs), one MC sample (e.g. ``model(x)[:, 0]``); the likelihood is
+    ``schema.likelihood_of(n_outputs)``:
+      - binomial (1 output, a schema of one question with two answers): rho; the binomial NLL
         (without the constant) with k = counts[:, 0], N = counts.sum(1). Returns (galaxy, 1).
-      - n_outputs == schema.n_answers: Dirichlet concentrations; the Dirichlet-multinomial NLL.
+      - Dirichlet-multinomial (schema.n_answers outputs): concentrations; the
+        Dirichlet-multinomial NLL.
     counts: (galaxy, n_answers) vote counts in ``schema.answer_columns`` order.
     """
     _check_answers_shape("counts", counts, schema)
@@ -229,18 +215,7 @@ def vote_nll(
             f"predictions: expected shape (galaxy={counts.shape[0]}, n_outputs), got "
             f"{tuple(predictions.shape)}{hint}"
         )
-    if predictions.shape[1] == 1:
-        if schema.n_questions != 1 or schema.n_answers != 2:
-            raise ValueError(
-                f"predictions have 1 output (binomial rho) but schema {schema.name!r} has "
-                f"{schema.n_questions} questions and {schema.n_answers} answers; a binomial needs "
-                "one question with two answers"
-            )
+    if schema.likelihood_of(predictions.shape[1]) == BINOMIAL:
         nll = binomial_nll(predictions[:, 0], counts[:, 0], counts.sum(dim=1), ids=ids)  # (galaxy,)
         return nll.unsqueeze(1)  # (galaxy, 1)
-    if predictions.shape[1] != schema.n_answers:
-        raise ValueError(
-            f"predictions: expected 1 output (binomial) or {schema.n_answers} (one Dirichlet "
-            f"concentration per answer of {schema.name!r}), got {predictions.shape[1]}"
-        )
     return dirichlet_multinomial_nll(predictions, counts, schema, ids=ids)

@@ -4,7 +4,8 @@ Predictions are laid out (galaxy, sample, output): for a binomial model the outp
 predicted fraction of votes for the question's first answer (n_outputs = 1); for a
 Dirichlet-multinomial model it is one concentration alpha per answer (n_outputs = n_answers).
 
-:func:`expected_fractions` turns either into expected vote fractions per answer:
+``Schema.likelihood_of`` says which of the two the outputs hold, and
+``Schema.expected_fractions`` turns either into expected vote fractions per answer:
 rho -> (rho, 1 - rho); alpha -> alpha / sum(alpha) within each question.
 
 :func:`evaluate_predictions` reports, per question and overall:
@@ -41,37 +42,7 @@ import torch
 from zoobot.losses import vote_nll
 from zoobot.schema import Schema
 
-BINOMIAL = "binomial"
-DIRICHLET_MULTINOMIAL = "dirichlet_multinomial"
 CHUNK_GALAXIES = 4096  # bounds the memory of the per-sample likelihoods
-
-
-def infer_likelihood(n_outputs: int, schema: Schema) -> str:
-    """'binomial' for one output on a one-question, two-answer schema; 'dirichlet_multinomial'
-    for one output per answer. Anything else is an error."""
-    if n_outputs == schema.n_answers:
-        return DIRICHLET_MULTINOMIAL
-    if n_outputs == 1 and schema.n_questions == 1 and schema.n_answers == 2:
-        return BINOMIAL
-    raise ValueError(
-        f"predictions have {n_outputs} outputs; schema {schema.name!r} expects 1 (binomial rho, "
-        f"only for one question with two answers) or {schema.n_answers} (one Dirichlet "
-        "concentration per answer). Use the schema the model was trained with."
-    )
-
-
-def expected_fractions(predictions: np.ndarray, schema: Schema, likelihood: str | None = None) -> np.ndarray:
-    """(..., n_outputs) model outputs -> (..., n_answers) expected vote fractions, float64."""
-    predictions = np.asarray(predictions, dtype=np.float64)
-    likelihood = likelihood or infer_likelihood(predictions.shape[-1], schema)
-    if likelihood == BINOMIAL:
-        rho = predictions[..., 0]
-        return np.stack([rho, 1.0 - rho], axis=-1)
-    fractions = np.empty_like(predictions)
-    for start, stop in schema.answer_groups:
-        alpha = predictions[..., start:stop]
-        fractions[..., start:stop] = alpha / alpha.sum(axis=-1, keepdims=True)
-    return fractions
 
 
 def _check_inputs(predictions: np.ndarray, counts: np.ndarray, schema: Schema) -> None:
@@ -132,7 +103,6 @@ def evaluate_predictions(
     *,
     confident_fraction: float = 0.8,
     min_votes: int = 5,
-    likelihood: str | None = None,
 ) -> dict:
     """Metrics of MC predictions (galaxy, sample, output) against vote counts (galaxy, answer).
 
@@ -142,9 +112,9 @@ def evaluate_predictions(
     predictions = np.asarray(predictions)
     counts = np.asarray(counts)
     _check_inputs(predictions, counts, schema)
-    likelihood = likelihood or infer_likelihood(predictions.shape[-1], schema)
+    likelihood = schema.likelihood_of(predictions.shape[-1])
     mean_loss, mixture_loss = _losses(predictions, counts, schema)  # (galaxy, question)
-    predicted = expected_fractions(predictions, schema, likelihood).mean(axis=1)  # (galaxy, answer)
+    predicted = schema.expected_fractions(predictions).mean(axis=1)  # (galaxy, answer)
     observed = schema.vote_fractions(counts)  # (galaxy, answer)
 
     questions = {}

@@ -40,7 +40,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from zoobot.catalog import SCHEMA_METADATA_KEY
 from zoobot.images import load_image
-from zoobot.metrics import expected_fractions
 from zoobot.models import GalaxyModel
 from zoobot.schema import Schema
 from zoobot.shards import ShardReader
@@ -267,7 +266,7 @@ def summarise_predictions(
 ) -> pd.DataFrame:
     """(galaxy, sample, output) -> one row per galaxy: id_str, per answer the mean expected vote
     fraction and its 5th/95th percentile across samples, per question P(asked) of the mean fractions."""
-    fractions = expected_fractions(predictions, schema, likelihood)  # (galaxy, sample, answer)
+    fractions = schema.expected_fractions(predictions)  # (galaxy, sample, answer)
     mean = fractions.mean(axis=1)  # (galaxy, answer)
     low, high = np.percentile(fractions, INTERVAL, axis=1)  # each (galaxy, answer)
     asked = schema.prob_asked(mean)  # (galaxy, question)

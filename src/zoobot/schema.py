@@ -6,6 +6,11 @@ so a model output of shape (galaxy, answer) lines up with ``schema.answer_column
 
 A question is asked only when one of the answers in ``asked_after`` was given to its parent
 question (all of them belong to one parent). Root questions have an empty ``asked_after``.
+
+A schema also decides which likelihood its predictions carry (:attr:`Schema.likelihood`):
+binomial for one question with two answers, one output rho per galaxy and sample (the predicted
+fraction of votes for the first answer); Dirichlet-multinomial otherwise, one concentration
+alpha per answer. Models, losses, metrics and acquisition all ask the schema.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ from functools import cached_property
 import numpy as np
 
 SEPARATOR = "_"
+
+BINOMIAL = "binomial"
+DIRICHLET_MULTINOMIAL = "dirichlet_multinomial"
+LIKELIHOODS = (BINOMIAL, DIRICHLET_MULTINOMIAL)
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,49 @@ class Schema:
     @property
     def n_questions(self) -> int:
         return len(self.questions)
+
+    @property
+    def likelihood(self) -> str:
+        """``BINOMIAL`` for one question with exactly two answers, else ``DIRICHLET_MULTINOMIAL``."""
+        if self.n_questions == 1 and self.n_answers == 2:
+            return BINOMIAL
+        return DIRICHLET_MULTINOMIAL
+
+    @property
+    def n_outputs(self) -> int:
+        """Outputs of this schema's model: 1 (rho) if binomial, else one concentration per answer."""
+        return 1 if self.likelihood == BINOMIAL else self.n_answers
+
+    def likelihood_of(self, n_outputs: int) -> str:
+        """The likelihood that predictions with ``n_outputs`` outputs carry for this schema.
+
+        1 output on a binomial schema is rho; ``n_answers`` outputs are Dirichlet concentrations
+        (also accepted for a one-question, two-answer schema). Anything else raises.
+        """
+        if n_outputs == 1 and self.likelihood == BINOMIAL:
+            return BINOMIAL
+        if n_outputs == self.n_answers:
+            return DIRICHLET_MULTINOMIAL
+        raise ValueError(
+            f"schema {self.name!r} expects 1 output (binomial rho, only for one question with two "
+            f"answers) or {self.n_answers} outputs (one Dirichlet concentration per answer of "
+            f"{self.name!r}), got {n_outputs}; use the schema the model was trained with"
+        )
+
+    def expected_fractions(self, predictions) -> np.ndarray:
+        """(..., n_outputs) predictions -> (..., n_answers) expected vote fractions, float64.
+
+        rho -> (rho, 1 - rho); alpha -> alpha / sum(alpha) within each question.
+        """
+        predictions = np.asarray(predictions, dtype=np.float64)
+        if self.likelihood_of(predictions.shape[-1]) == BINOMIAL:
+            rho = predictions[..., 0]  # (...,)
+            return np.stack([rho, 1.0 - rho], axis=-1)  # (..., 2)
+        fractions = np.empty_like(predictions)  # (..., answer)
+        for start, stop in self.answer_groups:
+            alpha = predictions[..., start:stop]  # (..., answers of this question)
+            fractions[..., start:stop] = alpha / alpha.sum(axis=-1, keepdims=True)
+        return fractions
 
     @cached_property
     def answer_groups(self) -> list[tuple[int, int]]:

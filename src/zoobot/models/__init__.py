@@ -10,24 +10,14 @@ Any timm model name works as ``architecture``; ``list_architectures()`` lists zo
 
 from zoobot.models import zoobot2019 as _zoobot2019  # noqa: F401  (registers "zoobot-2019")
 from zoobot.models.galaxy_model import GalaxyModel, create_model, model_from_config
-from zoobot.models.heads import (
-    BINOMIAL,
-    DIRICHLET_MULTINOMIAL,
-    VoteHead,
-    likelihood_for_schema,
-    n_outputs_for_schema,
-)
+from zoobot.models.heads import VoteHead
 from zoobot.models.registry import list_architectures, register_architecture
 
 __all__ = [
-    "BINOMIAL",
-    "DIRICHLET_MULTINOMIAL",
     "GalaxyModel",
     "VoteHead",
     "create_model",
-    "likelihood_for_schema",
     "list_architectures",
     "model_from_config",
-    "n_outputs_for_schema",
     "register_architecture",
 ]

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoobot.models.heads import VoteHead, likelihood_for_schema, n_outputs_for_schema
+from zoobot.models.heads import VoteHead
 from zoobot.models.registry import backbone_num_features, build_backbone
 from zoobot.schema import Schema, get_schema
 
@@ -158,10 +158,10 @@ def create_model(
     ):
         raise ValueError(f"image_size: expected a positive int or None, got {image_size!r}")
     backbone = build_backbone(architecture, channels=channels, image_size=image_size, **backbone_kwargs)
-    likelihood = likelihood_for_schema(resolved)
+    likelihood = resolved.likelihood
     head = VoteHead(
         n_features=backbone_num_features(backbone),
-        n_outputs=n_outputs_for_schema(resolved),
+        n_outputs=resolved.n_outputs,
         dropout_rate=float(dropout_rate),
         likelihood=likelihood,
     )

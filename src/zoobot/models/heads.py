@@ -6,7 +6,7 @@ MC dropout lives here and only here. The dropout ignores the module's training f
 one another (see the MC dropout pitfall in docs/ARCHITECTURE.md). The backbone runs once; the head draws ``n_samples`` dropout masks on the
 pooled features in one vectorised pass.
 
-Two likelihoods:
+Two likelihoods, chosen by the schema (``Schema.likelihood``, ``Schema.n_outputs``):
 
 - ``"binomial"``: a schema of one question with exactly two answers. One output per sample,
   rho = sigmoid(logit) clamped to [eps, 1 - eps]: the predicted fraction of votes for the
@@ -23,11 +23,7 @@ import numbers
 import torch
 from torch import nn
 
-from zoobot.schema import Schema
-
-BINOMIAL = "binomial"
-DIRICHLET_MULTINOMIAL = "dirichlet_multinomial"
-LIKELIHOODS = (BINOMIAL, DIRICHLET_MULTINOMIAL)
+from zoobot.schema import BINOMIAL, LIKELIHOODS
 
 #: rho is clamped to [RHO_EPS, 1 - RHO_EPS] so that log(rho) and log(1 - rho) stay finite.
 RHO_EPS = 1e-6
@@ -37,18 +33,6 @@ ALPHA_MAX = 100.0
 #: prediction. Starting at the default (alpha near 50, confidently uniform) drove training into
 #: alpha = 1 everywhere, where the sigmoid saturates and learning stalled (docs/training.md).
 INITIAL_CONCENTRATION = 3.0
-
-
-def likelihood_for_schema(schema: Schema) -> str:
-    """``"binomial"`` for one question with exactly two answers, else ``"dirichlet_multinomial"``."""
-    if schema.n_questions == 1 and schema.n_answers == 2:
-        return BINOMIAL
-    return DIRICHLET_MULTINOMIAL
-
-
-def n_outputs_for_schema(schema: Schema) -> int:
-    """1 for a binomial schema (rho), else one Dirichlet concentration per answer."""
-    return 1 if likelihood_for_schema(schema) == BINOMIAL else schema.n_answers
 
 
 def binomial_link(logits: torch.Tensor) -> torch.Tensor:

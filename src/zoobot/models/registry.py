@@ -48,10 +48,6 @@ def list_architectures(include_timm: bool = False) -> list[str]:
     return names
 
 
-def is_registered(name: str) -> bool:
-    return name in _ARCHITECTURES
-
-
 def build_backbone(architecture: str, channels: int, image_size: int | None, **kwargs) -> nn.Module:
     """Build a backbone that returns pooled features (batch, n_features); never downloads weights.
 
