@@ -35,8 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from zoobot import acquisition
@@ -245,7 +243,7 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
             model, reader, ids=candidates, n_samples=spec.n_samples,
             batch_size=spec.batch_size, precision=spec.precision,
         )
-    score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
+    acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
     acquired = [str(i) for i in selector.result().ids]
     seconds = time.perf_counter() - started
     write_json_atomic(work / "acquisition.json", {"seconds": seconds, "n_candidates": len(candidates), **asdict(spec)})
@@ -266,33 +264,3 @@ def _request(context: IterationContext, acquired: list[str]) -> None:
     if not already and acquired:
         ledger.mark_requested(acquired, iteration)
     context.oracle.request(acquired, iteration)
-
-
-def score_stream(batches, score, selector, scores_path: Path, schema, expected_votes: int, rng) -> int:
-    """Score (ids, predictions) batches into a streaming selector and a Parquet file of scores.
-
-    predictions: (batch, sample, output), or None for random scores. Memory holds one batch and
-    the selector's kept galaxies, whatever the pool size. The file appears only when complete.
-    Returns the number of galaxies scored.
-    """
-    tmp = scores_path.with_name(f".{scores_path.name}.tmp")
-    writer, n_scored = None, 0
-    try:
-        for batch_ids, predictions in batches:
-            batch_ids = np.asarray(batch_ids).astype(str)
-            if predictions is None:
-                scores = acquisition.random_scores(len(batch_ids), rng)
-            else:
-                scores = score(predictions, schema, expected_votes, rng)
-            selector.update(batch_ids, scores)
-            table = pa.table({"id_str": batch_ids, "score": np.asarray(scores, dtype=np.float64)})
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, table.schema)
-            writer.write_table(table)
-            n_scored += len(batch_ids)
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is not None:
-        os.replace(tmp, scores_path)
-    return n_scored
