@@ -10,7 +10,7 @@ from zoobot.cli import app
 def test_demo_runs_the_whole_pipeline(tmp_path):
     result = CliRunner().invoke(
         app,
-        ["demo", "--out-dir", str(tmp_path), "--n-galaxies", "120", "--initial-labelled", "20",
+        ["demo", "--out", str(tmp_path), "--n-galaxies", "120", "--initial-labelled", "20",
          "--eval-size", "30", "--iterations", "2", "--subjects-per-iteration", "10", "--epochs", "1"],
     )
     assert result.exit_code == 0, result.output
@@ -29,6 +29,6 @@ def test_demo_refuses_impossible_sizes_and_used_folders(tmp_path):
     assert "must exceed --initial-labelled + --eval-size" in result.output
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("")
-    result = runner.invoke(app, ["demo", "--out-dir", str(tmp_path / "used")])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "used")])
     assert result.exit_code == 1
     assert "not empty" in result.output

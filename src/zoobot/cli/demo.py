@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, old_spelling, renamed
 from zoobot.loop.layout import completed_iterations
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ def run_side_by_side(experiments: list[Path], iterations: int) -> None:
 
 @app.command("demo")
 def demo_command(
-    out_dir: Optional[Path] = typer.Option(None, help="Keep everything here (default: a temporary folder)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Keep everything in this new folder (default: a temporary one)."),
     n_galaxies: int = typer.Option(2000, help="Synthetic galaxies in the master catalog."),
     size: int = typer.Option(32, help="Image side in pixels."),
     initial_labelled: int = typer.Option(100, help="Galaxies labelled before the first iteration."),
@@ -62,12 +62,16 @@ def demo_command(
     iterations: int = typer.Option(5, help="Active-learning iterations per run."),
     subjects_per_iteration: int = typer.Option(100, help="Galaxies acquired per iteration."),
     epochs: int = typer.Option(8, help="Training epochs per iteration (each starts from the last model)."),
-    question: str = typer.Option(
-        "decals-dr5:smooth-or-featured", help="Schema spec to learn (the full tree: decals-dr5)."
+    schema: str = typer.Option(
+        "decals-dr5:smooth-or-featured", help="Decision tree to learn, NAME or NAME:q1,q2 (the full tree: decals-dr5)."
     ),
-    seed: int = typer.Option(42),
+    seed: int = typer.Option(42, help="Seed of the galaxies, the split, training and acquisition."),
+    old_out_dir: Optional[Path] = old_spelling("--out-dir"),
+    old_question: Optional[str] = old_spelling("--question"),
 ) -> None:
     """Synthesize galaxies with simulated votes, then run BALD and random acquisition and compare."""
+    out_dir = renamed(out, old_out_dir, "--out-dir", "--out")
+    question = renamed(None, old_question, "--question", "--schema") or schema
     from zoobot.catalog import define_experiment, load_catalog, save_experiment
     from zoobot.loop.experiment import create_experiment, plan_experiment
     from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
@@ -84,12 +88,15 @@ def demo_command(
             f"({initial_labelled} + {eval_size}), so that some galaxies are left for the pool"
         )
     if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
-        fail(f"{out_dir} is not empty; choose a new --out-dir")
+        fail(f"{out_dir} is not empty; choose a new --out folder")
     started = time.perf_counter()
     root = out_dir or Path(tempfile.mkdtemp(prefix="zoobot-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     console = Console()
-    schema = get_schema(question)
+    try:
+        schema = get_schema(question)
+    except KeyError as error:
+        fail(str(error.args[0]))
 
     with _progress() as bar:
         task = bar.add_task("synthesizing galaxies", total=n_galaxies)

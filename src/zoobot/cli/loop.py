@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from zoobot.acquisition import ACQUISITION_FUNCTIONS, STRATEGIES
+from zoobot.acquisition import STRATEGIES, list_acquisitions
 from zoobot.cli.app import app, fail, old_spelling, quiet_lightning, renamed, required
 from zoobot.oracles import list_oracles, oracle_class
 from zoobot.loop.layout import LEDGER, completed_iterations, is_complete, iteration_dir, next_iteration
@@ -86,7 +86,7 @@ EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
 PATIENCE = typer.Option(5, help="Early stopping: epochs without a better eval loss.")
-ACQUISITION = typer.Option("bald", help=f"Acquisition function: {' | '.join(sorted(ACQUISITION_FUNCTIONS))}.")
+ACQUISITION = typer.Option("bald", help=f"Acquisition function: {' | '.join(list_acquisitions())}.")
 SELECTION = typer.Option(
     "top-k", help=f"Selection: {' | '.join(STRATEGIES)} (power and softmax sample stochastically, for large batches)."
 )

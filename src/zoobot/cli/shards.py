@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.text import Text
 
 from zoobot.catalog import CatalogError, load_catalog, schema_spec_of
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, old_spelling, renamed, required
 from zoobot.schema import SCHEMAS, get_schema
 from zoobot.shards import BAD_IMAGES_NAME, ShardError, ShardReader, write_shards
 
@@ -34,15 +34,19 @@ class _RateColumn(ProgressColumn):
 
 @app.command("make-shards")
 def make_shards_command(
-    labelled_catalog: Path = typer.Option(..., help="Labelled catalog (from define-experiment)."),
-    unlabelled_catalog: Path = typer.Option(..., help="Unlabelled catalog; its votes may all be 0."),
+    labelled_catalog: Optional[Path] = typer.Argument(
+        None, help="Labelled catalog (from define-experiment).", show_default=False
+    ),
+    unlabelled_catalog: Optional[Path] = typer.Argument(
+        None, help="Unlabelled catalog; its votes may all be 0.", show_default=False
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="New folder for the shards.", show_default=False),
     eval_size: int = typer.Option(..., help="The first this-many labelled galaxies form the eval split."),
-    shard_dir: Path = typer.Option(..., help="New folder for the shards."),
     max_labelled: Optional[int] = typer.Option(None, help="At most this many train galaxies."),
     max_unlabelled: Optional[int] = typer.Option(None, help="At most this many pool galaxies."),
     size: int = typer.Option(128, help="Image side in pixels after resizing."),
     channels: int = typer.Option(3, help="3 for RGB, 1 for greyscale."),
-    workers: int = typer.Option(1, help="Decoding processes."),
+    num_workers: int = typer.Option(1, help="Decoding processes."),
     shard_size: int = typer.Option(4096, help="Images per shard file."),
     skip_bad: bool = typer.Option(
         False, "--skip-bad", help=f"Leave out images that cannot be read and list them in {BAD_IMAGES_NAME}."
@@ -50,8 +54,21 @@ def make_shards_command(
     schema: Optional[str] = typer.Option(
         None, help=f"Decision tree ({sorted(SCHEMAS)}, or NAME:q1,q2); default: the one the catalog records."
     ),
+    old_labelled_catalog: Optional[Path] = old_spelling("--labelled-catalog"),
+    old_unlabelled_catalog: Optional[Path] = old_spelling("--unlabelled-catalog"),
+    old_shard_dir: Optional[Path] = old_spelling("--shard-dir"),
+    old_workers: Optional[int] = old_spelling("--workers"),
 ) -> None:
     """Decode and resize every image once into uint8 shards (train / eval / pool) plus a manifest."""
+    labelled_catalog = required(
+        renamed(labelled_catalog, old_labelled_catalog, "--labelled-catalog", "LABELLED_CATALOG"), "LABELLED_CATALOG"
+    )
+    unlabelled_catalog = required(
+        renamed(unlabelled_catalog, old_unlabelled_catalog, "--unlabelled-catalog", "UNLABELLED_CATALOG"),
+        "UNLABELLED_CATALOG",
+    )
+    shard_dir = required(renamed(out, old_shard_dir, "--shard-dir", "--out"), "--out SHARD_DIR")
+    workers = renamed(None, old_workers, "--workers", "--num-workers") or num_workers
     try:
         chosen = get_schema(schema) if schema is not None else None
     except KeyError as error:
@@ -119,9 +136,11 @@ def make_shards_command(
 
 @app.command("check-shards")
 def check_shards_command(
-    shard_dir: Path = typer.Option(..., help="Shard folder written by make-shards."),
+    shard_dir: Optional[Path] = typer.Argument(None, help="Shard folder written by make-shards.", show_default=False),
+    old_shard_dir: Optional[Path] = old_spelling("--shard-dir"),
 ) -> None:
     """Check that a shard folder is complete and its files match their recorded checksums."""
+    shard_dir = required(renamed(shard_dir, old_shard_dir, "--shard-dir", "SHARD_DIR"), "SHARD_DIR")
     try:
         reader = ShardReader(shard_dir)
         reader.verify()

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from zoobot.acquisition import ACQUISITION_FUNCTIONS, STRATEGIES
+from zoobot.acquisition import STRATEGIES, list_acquisitions
 from zoobot.checks import SettingsError, check_choice, check_int, check_number
 from zoobot.files import write_json_atomic
 from zoobot.oracles import list_oracles, oracle_settings
@@ -60,7 +60,7 @@ class AcquisitionSpec:
 
     def __post_init__(self) -> None:
         owner = "AcquisitionSpec"
-        check_choice(owner, "function", self.function, sorted(ACQUISITION_FUNCTIONS))
+        check_choice(owner, "function", self.function, list_acquisitions())
         check_choice(owner, "selection", self.selection, STRATEGIES)
         check_number(owner, "power_beta", self.power_beta, 0.0, None, low_inclusive=False)
         check_int(owner, "n_samples", self.n_samples, minimum=1)
