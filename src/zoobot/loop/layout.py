@@ -6,10 +6,11 @@ Light on imports on purpose: reports and the CLI read experiments without loadin
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
+
+from zoobot.files import atomic_path
 
 FINAL_STATE = "final_state.json"
 LEDGER = "ledger.sqlite"
@@ -53,7 +54,6 @@ def metrics_table(experiment_dir: Path) -> pd.DataFrame:
 def write_metrics_table(experiment_dir: Path) -> Path:
     """Rebuild metrics.csv from the complete iterations (a convenience copy; never the source)."""
     path = Path(experiment_dir) / "metrics.csv"
-    tmp = path.with_name(".metrics.csv.tmp")
-    metrics_table(experiment_dir).to_csv(tmp, index=False)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        metrics_table(experiment_dir).to_csv(tmp, index=False)
     return path
