@@ -18,6 +18,7 @@ from zoobot.convert import (
     convert_decals,
     convert_gz2,
     convert_kaggle,
+    VoteTally,
     convert_panoptes,
     load_task_map,
     parse_task_map,
@@ -483,6 +484,30 @@ def test_panoptes_unknown_answers_are_listed_with_counts(tmp_path):
         convert_panoptes(write_export(tmp_path, rows), task_map)
     with pytest.raises(ConversionError, match=r"T0: 'Smoth' \(3\), T1: 5 \(1\)"):
         convert_panoptes(write_export(tmp_path, rows[:4]), task_map)
+
+
+def test_vote_tally_counts_one_classification_at_a_time():
+    """The tally needs no export: a live oracle feeds it annotations as they arrive."""
+    tally = VoteTally(parse_task_map(TASK_MAP))
+    tally.add("J1", {"task": "T0", "value": "Smooth"})
+    tally.add("J1", {"task": "T0", "value": "Smooth"})  # the fast path, seen before
+    tally.add("J2", {"task": "T0", "value": [{"task": "T1", "value": 0}]})  # combo task
+    tally.add("J2", {"task": "T2", "value": ["Merger", 1]})  # multiple choice
+    tally.add("J2", {"task": "T1", "value": None})  # skipped
+    tally.add("J2", {"task": "T9", "value": "anything"})  # ignored task
+    tally.raise_unknown("api")  # everything was known
+    counts = pd.DataFrame(tally.counts(["J2", "J3", "J1"]), index=["J2", "J3", "J1"], columns=DECALS_DR5.answer_columns)
+    assert counts.loc["J1", "smooth-or-featured_smooth"] == 2 and counts.loc["J1"].sum() == 2
+    assert counts.loc["J2", ["disk-edge-on_yes", "merging_minor-disturbance", "merging_merger"]].tolist() == [1, 1, 1]
+    assert counts.loc["J2"].sum() == 3 and counts.loc["J3"].sum() == 0
+    assert tally.empty == 1
+    with pytest.raises(ValueError, match=r"J1 \(1 in all\) are missing"):
+        tally.counts(["J2"])
+    with pytest.raises(ValueError, match=r"repeats of J2"):
+        tally.counts(["J1", "J2", "J2"])
+    tally.add("J1", {"task": "T7", "value": 0})
+    with pytest.raises(ConversionError, match=r"^api: tasks that the task map .* does not cover: T7"):
+        tally.raise_unknown("api")
 
 
 def test_panoptes_bad_json_names_the_classification(tmp_path):
