@@ -1,7 +1,10 @@
+import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
@@ -110,9 +113,56 @@ def test_load_catalog_resolves_relative_paths_and_reads_schema(tmp_path):
         load_catalog(tmp_path / "master.csv")
     with pytest.raises(CatalogError, match="does not exist"):
         read_table(tmp_path / "nothing.csv")
-    with pytest.raises(CatalogError, match="expected a .csv or .parquet"):
-        (tmp_path / "x.json").write_text("{}")
+    (tmp_path / "x.json").write_text("{}")
+    with pytest.raises(CatalogError, match=r"x.json: expected a CSV or Parquet table .* got a '.json' file"):
         read_table(tmp_path / "x.json")
+
+
+def junk(folder: Path, name: str) -> Path:
+    """A file of random bytes, as a mis-named or corrupted download would be."""
+    path = folder / name
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, found",
+    [
+        ("junk.csv", r"not UTF-8 text \(byte 0x[0-9a-f]{2}: "),
+        ("junk.csv.gz", "not complete gzip"),
+        ("junk.parquet", r"not readable Parquet \(.*magic bytes"),
+        ("empty.parquet", "not readable Parquet"),
+        ("empty.csv", "an empty file"),
+        ("junk.xlsx", r"named .csv \(.csv.gz, .txt\) or .parquet; got a '.xlsx' file"),
+        ("junk", "got a name without a suffix"),
+    ],
+)
+def test_read_table_says_what_it_expected_and_found(tmp_path, name, found):
+    path = junk(tmp_path, name) if name.startswith("junk") else tmp_path / name
+    path.touch()
+    with pytest.raises(CatalogError) as error:
+        read_table(path)
+    message = str(error.value)
+    assert message.startswith(f"catalog {path}: expected a CSV or Parquet table with id_str, file_loc and vote columns")
+    assert re.search(found, message), message
+    with pytest.raises(CatalogError, match="got a folder"):
+        read_table(tmp_path)
+
+
+def test_a_repeated_column_is_refused_as_ambiguous(tmp_path):
+    catalog = make_catalog(tmp_path, n=4)
+    repeated = pd.concat([catalog, catalog[["smooth-or-featured_smooth"]] + 1], axis=1)
+    repeated.to_csv(tmp_path / "master.csv", index=False)
+    assert "smooth-or-featured_smooth.1" in pd.read_csv(tmp_path / "master.csv").columns  # pandas' silent rename
+    message = r"columns smooth-or-featured_smooth \(1 in all\) appear more than once.*ambiguous.*delete or rename"
+    with pytest.raises(CatalogError, match=message):
+        read_table(tmp_path / "master.csv")
+    with pytest.raises(CatalogError, match=message):
+        load_catalog(tmp_path / "master.csv", SMOOTH_OR_FEATURED)
+    columns = [pa.array(repeated.iloc[:, i]) for i in range(repeated.shape[1])]
+    pq.write_table(pa.Table.from_arrays(columns, names=list(repeated.columns)), tmp_path / "master.parquet")
+    with pytest.raises(CatalogError, match=message):
+        read_table(tmp_path / "master.parquet")
 
 
 def test_define_experiment_splits_at_retirement(tmp_path):
@@ -183,6 +233,28 @@ def test_define_experiment_cli_reports_bad_catalog(tmp_path):
     assert result.exit_code == 1
     assert "is negative for ids g0" in result.output
     assert not (tmp_path / "exp").exists()
+
+
+@pytest.mark.parametrize("name", ["junk.csv", "junk.parquet", "repeated.csv"])
+def test_define_experiment_cli_refuses_unreadable_catalogs_without_writing(tmp_path, name):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    if name == "repeated.csv":
+        catalog = make_catalog(inputs, n=4)
+        pd.concat([catalog, catalog[["smooth-or-featured_smooth"]]], axis=1).to_csv(inputs / name, index=False)
+    else:
+        junk(inputs, name)
+    before = sorted(tmp_path.rglob("*"))
+    result = runner.invoke(
+        app,
+        ["define-experiment", "--master-catalog", str(inputs / name),
+         "--schema", "smooth-or-featured", "--save-dir", str(tmp_path / "exp")],
+    )
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Traceback" not in result.output
+    expected = "appear more than once" if name == "repeated.csv" else "expected a CSV or Parquet table"
+    assert f"error: catalog {inputs / name}: " in result.output and expected in result.output
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written, not even a temporary folder
 
 
 def test_cli_needs_schema_for_an_ambiguous_question(tmp_path):

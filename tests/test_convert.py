@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,7 @@ from zoobot.convert import (
     convert_decals,
     convert_gz2,
     convert_kaggle,
+    VoteTally,
     convert_panoptes,
     load_task_map,
     parse_task_map,
@@ -485,6 +487,30 @@ def test_panoptes_unknown_answers_are_listed_with_counts(tmp_path):
         convert_panoptes(write_export(tmp_path, rows[:4]), task_map)
 
 
+def test_vote_tally_counts_one_classification_at_a_time():
+    """The tally needs no export: a live oracle feeds it annotations as they arrive."""
+    tally = VoteTally(parse_task_map(TASK_MAP))
+    tally.add("J1", {"task": "T0", "value": "Smooth"})
+    tally.add("J1", {"task": "T0", "value": "Smooth"})  # the fast path, seen before
+    tally.add("J2", {"task": "T0", "value": [{"task": "T1", "value": 0}]})  # combo task
+    tally.add("J2", {"task": "T2", "value": ["Merger", 1]})  # multiple choice
+    tally.add("J2", {"task": "T1", "value": None})  # skipped
+    tally.add("J2", {"task": "T9", "value": "anything"})  # ignored task
+    tally.raise_unknown("api")  # everything was known
+    counts = pd.DataFrame(tally.counts(["J2", "J3", "J1"]), index=["J2", "J3", "J1"], columns=DECALS_DR5.answer_columns)
+    assert counts.loc["J1", "smooth-or-featured_smooth"] == 2 and counts.loc["J1"].sum() == 2
+    assert counts.loc["J2", ["disk-edge-on_yes", "merging_minor-disturbance", "merging_merger"]].tolist() == [1, 1, 1]
+    assert counts.loc["J2"].sum() == 3 and counts.loc["J3"].sum() == 0
+    assert tally.empty == 1
+    with pytest.raises(ValueError, match=r"J1 \(1 in all\) are missing"):
+        tally.counts(["J2"])
+    with pytest.raises(ValueError, match=r"repeats of J2"):
+        tally.counts(["J1", "J2", "J2"])
+    tally.add("J1", {"task": "T7", "value": 0})
+    with pytest.raises(ConversionError, match=r"^api: tasks that the task map .* does not cover: T7"):
+        tally.raise_unknown("api")
+
+
 def test_panoptes_bad_json_names_the_classification(tmp_path):
     rows = [classification(1, "a", 501, smooth(), user_id=1), classification(2, "b", 501, "[{'task': 'T0'", user_id=2)]
     with pytest.raises(ConversionError, match=r"'annotations' is not valid JSON in 1 classifications: 2 \(line 3\)"):
@@ -515,7 +541,8 @@ def test_cli_converts_writes_schema_and_prints_report(tmp_path):
     out = tmp_path / "master.parquet"
     result = runner.invoke(app, ["convert", "kaggle", str(path), "--assumed-votes", "10", "--no-images", "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "wrote 2 galaxies (schema gz2)" in result.output and "kept" in result.output
+    assert "wrote 2 galaxies (schema gz2)" in result.output
+    assert re.search(r"read\s*│\s*2\s*│.*\n.*kept\s*│\s*2\s*│.*\n.*dropped\s*│\s*0\s*│", result.output), result.output
     assert pq.read_schema(out).metadata[SCHEMA_METADATA_KEY] == b"gz2"
     again = runner.invoke(app, ["convert", "kaggle", str(path), "--assumed-votes", "10", "--no-images", "--out", str(out)])
     assert again.exit_code == 1 and "--overwrite" in again.output

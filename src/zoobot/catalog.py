@@ -7,11 +7,11 @@ files that carry their schema spec in the file metadata, so later steps need no 
 
 from __future__ import annotations
 
+import gzip
 import json
 import logging
 import os
-import shutil
-import tempfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,12 +20,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from zoobot.files import atomic_path
 from zoobot.ids import N_IDS_SHOWN, describe_ids
 from zoobot.schema import Schema, get_schema
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_METADATA_KEY = b"zoobot.schema"
+CSV_SUFFIXES = (".csv", ".gz", ".txt")
+EXPECTED_TABLE = "a CSV or Parquet table with id_str, file_loc and vote columns"
 
 
 class CatalogError(ValueError):
@@ -33,16 +36,70 @@ class CatalogError(ValueError):
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet table, keeping ``id_str`` as a string."""
+    """Read a CSV or Parquet table, keeping ``id_str`` as a string.
+
+    Raises CatalogError with the path, what was expected and what was found for a missing
+    file, an unknown suffix, content that is not CSV text or not Parquet, and a table that
+    names a column twice (pandas would silently rename the copy of a CSV column ``name.1``).
+    """
     path = Path(path)
     if not path.exists():
         raise CatalogError(f"catalog {path} does not exist")
+    if not path.is_file():
+        raise CatalogError(f"catalog {path}: expected {EXPECTED_TABLE}, got a folder")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        return _read_parquet(path)
+    if suffix in CSV_SUFFIXES:
+        return _read_csv(path)
+    found = f"a {suffix!r} file" if suffix else "a name without a suffix"
+    raise CatalogError(
+        f"catalog {path}: expected {EXPECTED_TABLE}, named .csv (.csv.gz, .txt) or .parquet; got {found}"
+    )
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        _refuse_repeated_columns(path, pq.read_schema(path).names)
         return pd.read_parquet(path)
-    if suffix in (".csv", ".gz", ".txt"):
+    except pa.ArrowInvalid as error:
+        raise CatalogError(
+            f"catalog {path}: expected {EXPECTED_TABLE}; got a file that is not readable Parquet ({error})"
+        ) from None
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """Read the header on its own first: pandas renames a repeated column and cannot be told not to."""
+    try:
+        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False)
+        _refuse_repeated_columns(path, header.iloc[0].tolist() if len(header) else [])
         return pd.read_csv(path, dtype={"id_str": str}, low_memory=False)
-    raise CatalogError(f"catalog {path}: expected a .csv or .parquet file, got {suffix!r}")
+    except UnicodeDecodeError as error:
+        raise CatalogError(
+            f"catalog {path}: expected {EXPECTED_TABLE}; got a file that is not UTF-8 text "
+            f"(byte 0x{error.object[error.start]:02x}: {error.reason}). Save the table as UTF-8 CSV "
+            "or as Parquet."
+        ) from None
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise CatalogError(
+            f"catalog {path}: expected {EXPECTED_TABLE}; got a file that is not complete gzip ({error})"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise CatalogError(f"catalog {path}: expected {EXPECTED_TABLE}; got an empty file") from None
+    except pd.errors.ParserError as error:
+        raise CatalogError(
+            f"catalog {path}: expected {EXPECTED_TABLE}; got a file that is not a valid CSV table ({error})"
+        ) from None
+
+
+def _refuse_repeated_columns(path: Path, names: list[str]) -> None:
+    counts = pd.Series([n for n in names if n != ""], dtype=object).value_counts()
+    repeated = counts.index[counts > 1].tolist()
+    if repeated:
+        raise CatalogError(
+            f"catalog {path}: columns {describe_ids(repeated)} appear more than once, so which copy "
+            "holds the values is ambiguous. Keep one column of each name: delete or rename the copies."
+        )
 
 
 def schema_spec_of(path: str | Path) -> str | None:
@@ -50,7 +107,10 @@ def schema_spec_of(path: str | Path) -> str | None:
     path = Path(path)
     if path.suffix.lower() != ".parquet":
         return None
-    metadata = pq.read_schema(path).metadata or {}
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except (pa.ArrowInvalid, FileNotFoundError, IsADirectoryError) as error:
+        raise CatalogError(f"catalog {path}: expected a Parquet file; cannot read it ({error})") from None
     value = metadata.get(SCHEMA_METADATA_KEY)
     return value.decode() if value else None
 
@@ -164,9 +224,8 @@ def write_catalog(catalog: pd.DataFrame, path: str | Path, schema: Schema) -> No
     metadata = dict(table.schema.metadata or {})
     metadata[SCHEMA_METADATA_KEY] = schema.name.encode()
     table = table.replace_schema_metadata(metadata)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def total_votes(catalog: pd.DataFrame, schema: Schema) -> np.ndarray:
@@ -236,11 +295,8 @@ def save_experiment(
     if save_dir.exists() and any(save_dir.iterdir()):
         raise FileExistsError(f"{save_dir} already exists and is not empty; choose a new --save-dir")
     save_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.tmp-", dir=save_dir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the experiment is as readable as any folder
-    try:
+    with atomic_path(save_dir) as tmp:  # renaming onto an empty save_dir replaces it
+        tmp.mkdir()
         write_catalog(experiment.labelled, tmp / "labelled_catalog.parquet", schema)
         write_catalog(experiment.unlabelled, tmp / "unlabelled_catalog.parquet", schema)
         counts = {"labelled": len(experiment.labelled), "unlabelled": len(experiment.unlabelled)}
@@ -254,10 +310,4 @@ def save_experiment(
             counts["simulation_hidden"] = len(experiment.oracle)
         record = {"schema": schema.name, "counts": counts, **settings}
         (tmp / "experiment.json").write_text(json.dumps(record, indent=2, default=str))
-        if save_dir.exists():
-            save_dir.rmdir()
-        os.replace(tmp, save_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return save_dir

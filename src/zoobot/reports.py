@@ -8,18 +8,33 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.loop.layout import metrics_table
+from zoobot.loop.layout import LEDGER, metrics_table
 
 CURVE_COLUMNS = ["iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae"]
+# What only an experiment folder holds. "instructions" is zoobot.loop.instructions.INSTRUCTIONS_DIR,
+# spelled out because that module imports PyTorch.
+EXPERIMENT_MARKERS = ("instructions", LEDGER, "iterations")
 
 
 def learning_curve(experiment_dir: str | Path) -> pd.DataFrame:
     """One row per complete iteration: labels used and eval metrics (all numeric columns).
 
     Read from the iteration folders themselves, so it is right even if a run was killed
-    before metrics.csv was refreshed.
+    before metrics.csv was refreshed. Raises FileNotFoundError (NotADirectoryError for a file)
+    saying whether the folder is missing, holds no experiment, or has no complete iteration.
     """
-    table = metrics_table(Path(experiment_dir))
+    experiment_dir = Path(experiment_dir)
+    if not experiment_dir.exists():
+        raise FileNotFoundError(f"experiment folder {experiment_dir} does not exist")
+    expected = (
+        f"expected an experiment folder made by `zoobot create-instructions` (with instructions/, "
+        f"{LEDGER} or iterations/ in it)"
+    )
+    if not experiment_dir.is_dir():
+        raise NotADirectoryError(f"{experiment_dir} is a file; {expected}")
+    if not any((experiment_dir / name).exists() for name in EXPERIMENT_MARKERS):
+        raise FileNotFoundError(f"{experiment_dir} holds no experiment; {expected}")
+    table = metrics_table(experiment_dir)
     if table.empty:
         raise FileNotFoundError(f"{experiment_dir} has no complete iteration yet; run one with `zoobot run`")
     first = [c for c in CURVE_COLUMNS if c in table.columns]
@@ -42,14 +57,19 @@ class LabelSavings:
         return 1.0 - self.active_labels / self.baseline_labels
 
 
+def require_metric(curves: dict[str, pd.DataFrame], metric: str) -> None:
+    """Raise KeyError naming the first learning curve that lacks ``metric``, and what it has."""
+    for name, curve in curves.items():
+        if metric not in curve.columns:
+            raise KeyError(f"the {name} learning curve has no metric {metric!r}; it has {list(curve.columns)}")
+
+
 def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "eval_loss") -> LabelSavings:
     """Labels the active run needed to reach the baseline's final ``metric`` (lower is better).
 
     The active curve is interpolated linearly in n_labelled between iterations.
     """
-    for name, curve in (("active", active), ("baseline", baseline)):
-        if metric not in curve.columns:
-            raise KeyError(f"the {name} learning curve has no metric {metric!r}; it has {list(curve.columns)}")
+    require_metric({"active": active, "baseline": baseline}, metric)
     target = float(baseline[metric].iloc[-1])
     baseline_labels = int(baseline["n_labelled"].iloc[-1])
     labels = active["n_labelled"].to_numpy(dtype=float)
@@ -66,7 +86,11 @@ def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "e
 
 
 def plot_learning_curves(curves: dict[str, pd.DataFrame], out_path: str | Path, metric: str = "eval_loss") -> Path:
-    """Save a PNG of metric against labelled galaxies, one line per named experiment."""
+    """Save a PNG of metric against labelled galaxies, one line per named experiment.
+
+    Creates the PNG's folder if needed.
+    """
+    require_metric(curves, metric)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -80,6 +104,7 @@ def plot_learning_curves(curves: dict[str, pd.DataFrame], out_path: str | Path, 
     axis.legend()
     figure.tight_layout()
     out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out_path, dpi=120)
     plt.close(figure)
     return out_path

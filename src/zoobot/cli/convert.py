@@ -41,7 +41,7 @@ OVERWRITE = typer.Option(False, "--overwrite", help="Replace --out if it exists.
 
 def print_report(result: ConversionResult, out: Path) -> None:
     report = result.report
-    console = Console()
+    console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
     console.print(f"zoobot convert {report.source} {report.input_path}", highlight=False)
     table = Table()
     table.add_column(report.unit)

@@ -8,7 +8,13 @@ from rich.console import Console
 from rich.table import Table
 
 from zoobot.cli.app import app, fail
-from zoobot.reports import CURVE_COLUMNS, label_savings, learning_curve, plot_learning_curves
+from zoobot.reports import (
+    CURVE_COLUMNS,
+    label_savings,
+    learning_curve,
+    plot_learning_curves,
+    require_metric,
+)
 
 
 def print_curve(console: Console, name: str, curve) -> None:
@@ -30,20 +36,21 @@ def report_command(
     plot: Optional[Path] = typer.Option(None, help="Save the learning curves as this PNG."),
 ) -> None:
     """Print learning curves and, with --baseline, the labels active learning saved."""
-    console = Console()
+    console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
     try:
         curves = {"active": learning_curve(experiment_dir)}
         if baseline is not None:
             curves["baseline"] = learning_curve(baseline)
-    except FileNotFoundError as error:
+        if baseline is not None or plot is not None:
+            require_metric(curves, metric)
+    except (FileNotFoundError, NotADirectoryError) as error:
         fail(str(error))
+    except KeyError as error:
+        fail(str(error.args[0]))
     for name, curve in curves.items():
         print_curve(console, name, curve)
     if baseline is not None:
-        try:
-            savings = label_savings(curves["active"], curves["baseline"], metric)
-        except KeyError as error:
-            fail(str(error.args[0]))
+        savings = label_savings(curves["active"], curves["baseline"], metric)
         if savings.active_labels is None:
             console.print(
                 f"active learning never reached the baseline's final {metric} of {savings.target:.4f} "

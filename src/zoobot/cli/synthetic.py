@@ -1,7 +1,6 @@
 """`zoobot synthesize`: synthetic galaxies with known morphology and simulated volunteer votes."""
 
 import logging
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from zoobot.cli.app import app, fail
+from zoobot.files import atomic_path
 from zoobot.schema import SCHEMAS, get_schema
 from zoobot.synthetic import (
     galaxy_streams,
@@ -32,9 +32,8 @@ def save_preview(path: Path, n_galaxies: int, size: int, channels: int, seed: in
         images.append(render(sample_morphology(morph_rng), size, channels, image_rng))
     grid = tile_images(images, n_columns=min(8, n_galaxies))
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    Image.fromarray(grid[..., 0] if channels == 1 else grid).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(grid[..., 0] if channels == 1 else grid).save(tmp, format="PNG")
 
 
 @app.command("synthesize")

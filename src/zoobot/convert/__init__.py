@@ -15,7 +15,14 @@ from zoobot.convert.decals import DECALS_DR12, DECALS_SCHEMAS, convert_decals
 from zoobot.convert.gz1 import GZ1_CLASSES, convert_gz1
 from zoobot.convert.gz2 import convert_gz2
 from zoobot.convert.kaggle import convert_kaggle
-from zoobot.convert.panoptes import TaskMap, TaskSpec, convert_panoptes, load_task_map, parse_task_map
+from zoobot.convert.panoptes import convert_panoptes
+from zoobot.convert.panoptes_annotations import (
+    TaskMap,
+    TaskSpec,
+    VoteTally,
+    load_task_map,
+    parse_task_map,
+)
 
 __all__ = [
     "ConversionError",
@@ -27,6 +34,7 @@ __all__ = [
     "GZ1_CLASSES",
     "TaskMap",
     "TaskSpec",
+    "VoteTally",
     "convert_decals",
     "convert_gz1",
     "convert_gz2",

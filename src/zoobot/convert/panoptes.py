@@ -3,14 +3,9 @@
 A Zooniverse project's classification export is a CSV with one row per classification:
 ``classification_id, user_name, user_id, user_ip, workflow_id, workflow_name, workflow_version,
 created_at, gold_standard, expert, metadata, annotations, subject_data, subject_ids``.
-``annotations`` is a JSON list of ``{"task": "T0", "value": ...}``; ``value`` is an answer index
-(int), an answer label (str), a list of them (multiple-choice questions), a list of nested
-``{"task", "value"}`` (combo tasks) or null (skipped). ``subject_data`` is a JSON object
+``annotations`` is a JSON list of ``{"task": "T0", "value": ...}``, read against a task map by
+:mod:`zoobot.convert.panoptes_annotations`. ``subject_data`` is a JSON object
 ``{"<subject id>": {metadata uploaded with the subject}}``.
-
-A *task map* (JSON or YAML, see :func:`load_task_map` and docs/converters.md) says which
-schema the votes belong to, which question each task asks, and which schema answer each
-Panoptes answer (label or index) is.
 
 Conversion steps, each reported: keep one workflow, drop classifications made on workflow
 versions older than ``min_workflow_version`` and outside ``[since, until)``, drop repeated
@@ -22,13 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from zoobot.ids import describe_ids
 from zoobot.convert.common import (
@@ -42,8 +34,7 @@ from zoobot.convert.common import (
     require_columns,
     resolve_images,
 )
-from zoobot.convert.decals import DECALS_SCHEMAS
-from zoobot.schema import SCHEMAS, Schema, get_schema
+from zoobot.convert.panoptes_annotations import LOGGED_OUT_PREFIX, TaskMap, VoteTally, load_task_map
 
 logger = logging.getLogger(__name__)
 
@@ -51,108 +42,6 @@ REQUIRED_COLUMNS = (
     "classification_id", "user_name", "workflow_id", "workflow_version", "created_at",
     "annotations", "subject_ids",
 )
-LOGGED_OUT_PREFIX = "not-logged-in"
-TASK_MAP_KEYS = {"schema", "workflow_id", "image_field", "id_field", "ignore_tasks", "tasks"}
-
-
-@dataclass(frozen=True)
-class TaskSpec:
-    """One Panoptes task: the schema question it asks and {label or index: answer column}."""
-
-    task: str
-    question: str
-    answers: dict[str, str]
-
-
-@dataclass(frozen=True)
-class TaskMap:
-    schema: Schema
-    tasks: dict[str, TaskSpec]
-    ignore_tasks: frozenset[str] = frozenset()
-    workflow_id: str | None = None
-    image_field: str | None = None  # subject metadata key holding the image file name
-    id_field: str | None = None  # subject metadata key used as id_str (default: subject id)
-    source: str = "task map"
-
-
-def _known_schema(name: str, source) -> Schema:
-    if name in DECALS_SCHEMAS:
-        return DECALS_SCHEMAS[name]
-    try:
-        return get_schema(name)
-    except KeyError:
-        raise ConversionError(
-            f"{source}: unknown schema {name!r}; expected one of {sorted({*SCHEMAS, *DECALS_SCHEMAS})}"
-        ) from None
-
-
-def parse_task_map(raw: dict, source: str = "task map") -> TaskMap:
-    """Validate a task map given as a dict (the parsed JSON or YAML file)."""
-    if not isinstance(raw, dict):
-        raise ConversionError(f"{source}: expected a mapping with 'schema' and 'tasks', got {type(raw).__name__}")
-    unknown_keys = set(raw) - TASK_MAP_KEYS
-    if unknown_keys:
-        raise ConversionError(f"{source}: unknown keys {sorted(unknown_keys)}; expected {sorted(TASK_MAP_KEYS)}")
-    for key in ("schema", "tasks"):
-        if key not in raw:
-            raise ConversionError(f"{source}: missing {key!r}; see docs/converters.md for an example")
-    schema = _known_schema(str(raw["schema"]), source)
-    if not isinstance(raw["tasks"], dict) or not raw["tasks"]:
-        raise ConversionError(f"{source}: 'tasks' must map task keys (e.g. T0) to {{question, answers}}")
-    tasks = {}
-    for task, spec in raw["tasks"].items():
-        task = str(task)
-        where = f"{source}: task {task}"
-        if not isinstance(spec, dict) or set(spec) != {"question", "answers"}:
-            raise ConversionError(f"{where}: expected exactly the keys 'question' and 'answers', got {spec!r}")
-        try:
-            question = schema.question(str(spec["question"]))
-        except KeyError as error:
-            raise ConversionError(f"{where}: {error.args[0]}") from None
-        answers = spec["answers"]
-        if isinstance(answers, list):  # shorthand: answer index -> schema answer
-            answers = dict(enumerate(answers))
-        if not isinstance(answers, dict) or not answers:
-            raise ConversionError(f"{where}: 'answers' must map answer labels or indices to schema answers")
-        mapped = {}
-        for label, answer in answers.items():
-            if isinstance(label, bool) or isinstance(answer, bool):
-                raise ConversionError(
-                    f"{where}: {label!r}: {answer!r} was read as a true/false value; YAML reads bare "
-                    "yes/no/on/off that way. Quote answer names and labels, e.g. 'yes'."
-                )
-            answer = str(answer)
-            column = answer if answer in question.columns() else f"{question.name}_{answer}"
-            if column not in question.columns():
-                raise ConversionError(
-                    f"{where}: answer {label!r} maps to {answer!r}, which question {question.name!r} "
-                    f"does not have; its answers are {list(question.answers)}"
-                )
-            mapped[str(label).strip()] = column
-        tasks[task] = TaskSpec(task, question.name, mapped)
-    ignore = frozenset(str(t) for t in raw.get("ignore_tasks") or [])
-    both = ignore & set(tasks)
-    if both:
-        raise ConversionError(f"{source}: tasks {sorted(both)} are both mapped and in ignore_tasks")
-    text = {k: (None if raw.get(k) is None else str(raw[k])) for k in ("workflow_id", "image_field", "id_field")}
-    return TaskMap(schema, tasks, ignore, source=source, **text)
-
-
-def load_task_map(path: str | Path) -> TaskMap:
-    """Read a task map from ``.json``, ``.yaml`` or ``.yml``."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConversionError(f"task map {path} does not exist")
-    try:
-        if path.suffix.lower() == ".json":
-            raw = json.loads(path.read_text())
-        elif path.suffix.lower() in (".yaml", ".yml"):
-            raw = yaml.safe_load(path.read_text())
-        else:
-            raise ConversionError(f"task map {path}: expected a .json, .yaml or .yml file")
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConversionError(f"task map {path} is not valid {path.suffix[1:].upper()}: {error}") from error
-    return parse_task_map(raw, source=str(path))
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -197,79 +86,6 @@ def _loads(texts: pd.Series, column: str, export: pd.DataFrame, path) -> list:
             f"{', ...' if len(bad) > N_EXAMPLES else ''}. Re-download the export, or remove those rows."
         )
     return parsed
-
-
-class _Tally:
-    """Votes found in annotations, plus what could not be mapped."""
-
-    def __init__(self, task_map: TaskMap):
-        self.task_map = task_map
-        self.schema_index = {c: i for i, c in enumerate(task_map.schema.answer_columns)}
-        self.rows: list[int] = []
-        self.answers: list[int] = []
-        self.unknown_tasks: Counter = Counter()
-        self.unknown_answers: Counter = Counter()
-        self.empty = 0
-        self._simple: dict = {}  # (task, value) -> answer index, for single str/int values
-
-    def add(self, row: int, annotation) -> None:
-        try:  # fast path: a single answer seen before (bools are never answers: True == 1)
-            value = annotation["value"]
-            if type(value) is not bool:
-                self.answers.append(self._simple[annotation["task"], value])
-                self.rows.append(row)
-                return
-        except (KeyError, TypeError):
-            pass
-        if not isinstance(annotation, dict) or "task" not in annotation:
-            self.unknown_answers[("?", repr(annotation)[:80])] += 1
-            return
-        task = str(annotation["task"])
-        value = annotation.get("value")
-        if task in self.task_map.ignore_tasks:
-            return
-        if isinstance(value, list) and value and all(isinstance(v, dict) and "task" in v for v in value):
-            for nested in value:  # combo task
-                self.add(row, nested)
-            return
-        spec = self.task_map.tasks.get(task)
-        if spec is None:
-            self.unknown_tasks[task] += 1
-            return
-        values = value if isinstance(value, list) else [value]
-        if not values or all(v is None for v in values):
-            self.empty += 1
-            return
-        for item in values:
-            if item is None:
-                continue
-            key = str(item).strip() if isinstance(item, (str, int)) and not isinstance(item, bool) else None
-            column = spec.answers.get(key) if key is not None else None
-            if column is None:
-                self.unknown_answers[(task, repr(item)[:80])] += 1
-                continue
-            self.rows.append(row)
-            self.answers.append(self.schema_index[column])
-            if value is item and type(item) in (str, int):
-                self._simple[annotation["task"], item] = self.schema_index[column]
-
-    def raise_unknown(self, path) -> None:
-        if self.unknown_tasks:
-            listed = ", ".join(f"{t} ({n} annotations)" for t, n in self.unknown_tasks.most_common())
-            raise ConversionError(
-                f"{path}: tasks that the task map {self.task_map.source} does not cover: {listed}. "
-                "Map them under 'tasks', or list them under 'ignore_tasks' to leave them out."
-            )
-        if self.unknown_answers:
-            listed = ", ".join(
-                f"{task}: {value} ({n})" for (task, value), n in self.unknown_answers.most_common(20)
-            )
-            more = f" and {len(self.unknown_answers) - 20} more" if len(self.unknown_answers) > 20 else ""
-            raise ConversionError(
-                f"{path}: answers that the task map {self.task_map.source} does not know (task: answer "
-                f"(annotations)): {listed}{more}. Add each label (or answer index) to that task's "
-                "'answers', or check that the export and the map are for the same workflow."
-            )
 
 
 def _subject_field(data, subject: str, field: str):
@@ -382,7 +198,7 @@ def convert_panoptes(
 
         kept_rows = np.flatnonzero(keep)
         annotations = _loads(export["annotations"].iloc[kept_rows], "annotations", export, path)
-        tally = _Tally(task_map)
+        tally = VoteTally(task_map)
         for row, items in zip(kept_rows, annotations):
             if not isinstance(items, list):
                 raise ConversionError(
@@ -390,16 +206,13 @@ def convert_panoptes(
                     f"(line {row + 2}) is {type(items).__name__}; expected a JSON list of {{task, value}}"
                 )
             for annotation in items:
-                tally.add(row, annotation)
+                tally.add(galaxy[row], annotation)
         tally.raise_unknown(path)
         if tally.empty:
             report.note(f"{tally.empty} annotations had no answer (skipped questions); they add no votes")
 
         galaxy_ids, galaxy_index = np.unique(galaxy[kept_rows], return_inverse=True)
-        row_to_galaxy = np.full(len(export), -1)
-        row_to_galaxy[kept_rows] = galaxy_index
-        counts = np.zeros((len(galaxy_ids), task_map.schema.n_answers), dtype=np.int64)
-        np.add.at(counts, (row_to_galaxy[np.asarray(tally.rows, dtype=np.int64)], np.asarray(tally.answers, dtype=np.int64)), 1)
+        counts = tally.counts(galaxy_ids)
         classifications = np.bincount(galaxy_index, minlength=len(galaxy_ids))
 
         ids_out = pd.Series(galaxy_ids.astype(str), dtype=object)
