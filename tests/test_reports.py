@@ -6,9 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from zoobot.cli import app
-from zoobot.loop.instructions import INSTRUCTIONS_DIR
-from zoobot.loop.layout import LEDGER
-from zoobot.reports import EXPERIMENT_MARKERS, label_savings, learning_curve, plot_learning_curves
+from zoobot.loop.layout import INSTRUCTIONS_DIR
+from zoobot.reports import label_savings, learning_curve, plot_learning_curves
 
 runner = CliRunner()
 
@@ -69,10 +68,6 @@ def test_learning_curve_says_what_the_folder_is(tmp_path):
     (tmp_path / "fresh" / INSTRUCTIONS_DIR).mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="fresh has no complete iteration yet"):
         learning_curve(tmp_path / "fresh")
-
-
-def test_experiment_markers_name_the_loop_folders():
-    assert INSTRUCTIONS_DIR in EXPERIMENT_MARKERS and LEDGER in EXPERIMENT_MARKERS
 
 
 @pytest.mark.parametrize(

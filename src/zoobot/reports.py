@@ -8,12 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.loop.layout import LEDGER, metrics_table
+from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER, metrics_table
 
 CURVE_COLUMNS = ["iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae"]
-# What only an experiment folder holds. "instructions" is zoobot.loop.instructions.INSTRUCTIONS_DIR,
-# spelled out because that module imports PyTorch.
-EXPERIMENT_MARKERS = ("instructions", LEDGER, "iterations")
+EXPERIMENT_MARKERS = (INSTRUCTIONS_DIR, LEDGER, "iterations")  # what only an experiment folder holds
 
 
 def learning_curve(experiment_dir: str | Path) -> pd.DataFrame:

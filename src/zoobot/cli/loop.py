@@ -248,7 +248,8 @@ def resume_with(experiment_dir: Path, plan, override: bool) -> None:
     """Refuse a rerun whose plan differs from the saved one, or apply it with --override."""
     from zoobot.checks import SettingsError
     from zoobot.loop.experiment import override_plan, plan_differences
-    from zoobot.loop.instructions import INSTRUCTIONS_DIR, load_instructions
+    from zoobot.loop.instructions import load_instructions
+    from zoobot.loop.layout import INSTRUCTIONS_DIR
 
     differences = plan_differences(load_instructions(experiment_dir / INSTRUCTIONS_DIR), plan)
     if not differences:

@@ -18,7 +18,6 @@ from typing import Any
 from zoobot.checks import SettingsError
 from zoobot.files import atomic_path
 from zoobot.loop.instructions import (
-    INSTRUCTIONS_DIR,
     AcquisitionSpec,
     Instructions,
     ModelSpec,
@@ -27,7 +26,7 @@ from zoobot.loop.instructions import (
     load_instructions,
     save_instructions,
 )
-from zoobot.loop.layout import LEDGER
+from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER
 from zoobot.loop.ledger import LABELLED, UNLABELLED, Ledger
 from zoobot.oracles import Delivery, oracle_class
 from zoobot.schema import get_schema

@@ -23,11 +23,11 @@ from typing import Any
 from zoobot.acquisition import STRATEGIES, list_acquisitions
 from zoobot.checks import SettingsError, check_choice, check_int, check_number
 from zoobot.files import write_json_atomic
+from zoobot.loop.layout import INSTRUCTIONS_DIR
 from zoobot.oracles import list_oracles, oracle_settings
 from zoobot.schema import get_schema
 from zoobot.training import TrainSettings
 
-INSTRUCTIONS_DIR = "instructions"
 SPEC_FILES = ("model_spec.json", "acquisition_spec.json", "instructions.json")
 INFERENCE_PRECISIONS = ("32", "bf16")
 

@@ -39,8 +39,8 @@ import torch
 
 from zoobot import acquisition
 from zoobot.files import atomic_path, write_json_atomic
-from zoobot.loop.instructions import INSTRUCTIONS_DIR, Plan, load_instructions
-from zoobot.loop.layout import FINAL_STATE, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
+from zoobot.loop.instructions import Plan, load_instructions
+from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
 from zoobot.loop.ledger import UNLABELLED, Ledger
 from zoobot.metrics import evaluate_predictions
 from zoobot.oracles import Oracle, open_oracle

@@ -13,6 +13,7 @@ import pandas as pd
 from zoobot.files import atomic_path
 
 FINAL_STATE = "final_state.json"
+INSTRUCTIONS_DIR = "instructions"
 LEDGER = "ledger.sqlite"
 
 
