@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoobot.augmentation import GalaxyAugmentation
 from zoobot.catalog import define_experiment
 from zoobot.models import create_model
 from zoobot.predict import predict_image_batches
-from zoobot.schema import DECALS_DR5
+from zoobot.schema import DECALS_DR5, schema_to_dict
+from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
 from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
-from zoobot.training import GalaxyAugmentation, GalaxyLightningModule, ShardDataModule, ShardVoteDataset, schema_to_dict
+from zoobot.training import GalaxyLightningModule
 
 
 def timed(function, repeats: int = 1, warm_up: bool = True) -> float:

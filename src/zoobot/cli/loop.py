@@ -51,7 +51,7 @@ def build_instructions(
     from zoobot.loop.instructions import AcquisitionSpec, Instructions, ModelSpec, OracleSpec
     from zoobot.loop.iteration import create_experiment
     from zoobot.shards import ShardReader
-    from zoobot.training import TrainSettings
+    from zoobot.training_settings import TrainSettings
 
     if oracle != "simulated":
         fail(f"--oracle {oracle!r} is not available yet; only 'simulated' is implemented")

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from zoobot.files import write_json_atomic
-from zoobot.training import TrainSettings
+from zoobot.training_settings import TrainSettings
 
 INSTRUCTIONS_DIR = "instructions"
 

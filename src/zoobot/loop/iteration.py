@@ -65,7 +65,8 @@ from zoobot.oracles.simulated import SimulatedOracle
 from zoobot.predict import predict_batches
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
-from zoobot.training import load_model, train_model
+from zoobot.checkpoints import load_model
+from zoobot.training import train_model
 
 logger = logging.getLogger(__name__)
 
