@@ -25,13 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoobot.augmentation import GalaxyAugmentation
 from zoobot.catalog import define_experiment
 from zoobot.models import create_model
 from zoobot.predict import predict_image_batches
-from zoobot.schema import DECALS_DR5
+from zoobot.schema import DECALS_DR5, schema_to_dict
+from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
 from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
-from zoobot.training import GalaxyAugmentation, GalaxyLightningModule, ShardDataModule, ShardVoteDataset, schema_to_dict
+from zoobot.training import GalaxyLightningModule
 
 
 def timed(function, repeats: int = 1, warm_up: bool = True) -> float:
@@ -105,7 +107,7 @@ def bench_training(architecture: str, shard_dir: Path, batch_size: int, n_steps:
         optimizer.step()
 
     augmentation = GalaxyAugmentation(reader.size)
-    dataset = ShardVoteDataset(shard_dir, positions, counts, augmentation)
+    dataset = ShardVoteDataset(reader, positions, counts, augmentation)
     data = ShardDataModule(dataset, dataset, batch_size=batch_size, num_workers=num_workers)
     loader = data._loader(dataset, shuffle=True, drop_last=True)
     n_batches = min(n_steps, len(loader))
@@ -116,7 +118,7 @@ def bench_training(architecture: str, shard_dir: Path, batch_size: int, n_steps:
                 break
             step(images, batch_counts)
 
-    fixed_images, fixed_counts = ShardVoteDataset(shard_dir, positions[:batch_size], counts[:batch_size]).__getitems__(list(range(batch_size)))
+    fixed_images, fixed_counts = ShardVoteDataset(reader, positions[:batch_size], counts[:batch_size]).__getitems__(list(range(batch_size)))
 
     def model_alone() -> None:
         for _ in range(n_batches):

@@ -10,23 +10,20 @@ import torch
 from scipy import special, stats
 from typer.testing import CliRunner
 
-import zoobot.predict as predict_module
+import zoobot.prediction_writer as prediction_writer
 from zoobot.catalog import define_experiment, write_catalog
 from zoobot.cli import app
+from zoobot.images import iter_catalog_batches
 from zoobot.metrics import evaluate_predictions
 from zoobot.models import create_model
-from zoobot.predict import (
-    dihedral_view,
-    iter_catalog_batches,
-    predict_batches,
-    predict_to_parquet,
-    prediction_columns,
-    samples_per_view,
-)
-from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED
+from zoobot.predict import evaluate_split, predict_batches, samples_per_view
+from zoobot.prediction_writer import predict_to_parquet, prediction_columns
+from zoobot.schema import DECALS_DR5, GZ2, SMOOTH_OR_FEATURED
 from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
-from zoobot.training import TrainSettings, train_model
+from zoobot.training import train_model
+from zoobot.training_settings import TrainSettings
+from zoobot.transforms import dihedral_view
 
 SIZE = 32
 
@@ -147,7 +144,7 @@ def test_catalog_batches_decode_the_same_pixels_as_the_shards(data):
 # ---------------------------------------------------------------- Parquet output
 
 def test_parquet_catalog_and_samples(data, model, tmp_path, monkeypatch):
-    monkeypatch.setattr(predict_module, "ROWS_PER_GROUP", 5)  # several row groups
+    monkeypatch.setattr(prediction_writer, "ROWS_PER_GROUP", 5)  # several row groups
     reader = ShardReader(data["shards"])
     out = tmp_path / "pool.parquet"
     torch.manual_seed(3)
@@ -252,6 +249,18 @@ def test_dirichlet_metrics_use_the_per_question_fractions():
     expected = -stats.dirichlet_multinomial.logpmf(counts[0, start:stop], mean_alpha, counts[0, start:stop].sum())
     first_galaxy = evaluate_predictions(alpha[:1], counts[:1], schema)
     assert first_galaxy["questions"][schema.question_names[0]]["loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_evaluate_split_scores_against_the_manifest_votes(data, model):
+    reader = ShardReader(data["shards"])
+    torch.manual_seed(5)
+    report = evaluate_split(model, reader, DECALS_DR5, "eval", n_samples=3, batch_size=3)
+    torch.manual_seed(5)
+    _, predictions = collect(predict_batches(model, reader, split="eval", n_samples=3, batch_size=3))
+    expected = evaluate_predictions(predictions, reader.votes(reader.split_positions("eval")), DECALS_DR5)
+    assert report == expected and report["n_galaxies"] == 8
+    with pytest.raises(ValueError, match="no vote columns.*'gz2'.*made for 'decals-dr5'"):
+        evaluate_split(model, reader, GZ2, "eval")
 
 
 # ---------------------------------------------------------------- CLI

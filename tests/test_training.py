@@ -18,15 +18,11 @@ from zoobot.cli import app
 from zoobot.schema import DECALS_DR5, SMOOTH_OR_FEATURED
 from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
-from zoobot.training import (
-    GalaxyAugmentation,
-    ShardDataModule,
-    ShardVoteDataset,
-    TrainSettings,
-    load_model,
-    read_checkpoint,
-    train_model,
-)
+from zoobot.augmentation import GalaxyAugmentation
+from zoobot.checkpoints import load_model, read_checkpoint
+from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
+from zoobot.training import train_model
+from zoobot.training_settings import TrainSettings
 
 SIZE = 32
 
@@ -84,12 +80,12 @@ def test_dataset_fetches_whole_batches_with_the_callers_votes(shards):
     reader = ShardReader(shards)
     positions = reader.split_positions("train")[:5]
     counts = np.arange(5 * DECALS_DR5.n_answers).reshape(5, -1)  # not the manifest's votes
-    dataset = ShardVoteDataset(shards, positions, counts)
+    dataset = ShardVoteDataset(reader, positions, counts)
     images, batch_counts = dataset.__getitems__([4, 0, 2])
     assert images.dtype == torch.uint8 and images.shape == (3, 3, SIZE, SIZE)
     np.testing.assert_array_equal(images.numpy(), reader.images(positions[[4, 0, 2]]))
     np.testing.assert_array_equal(batch_counts.numpy(), counts[[4, 0, 2]])
-    grey, _ = ShardVoteDataset(shards, positions, counts, greyscale=True).__getitems__([0, 1])
+    grey, _ = ShardVoteDataset(reader, positions, counts, greyscale=True).__getitems__([0, 1])
     assert grey.shape == (2, 1, SIZE, SIZE) and grey.dtype == torch.uint8
 
 
@@ -97,8 +93,8 @@ def test_datamodule_loaders_in_worker_processes(shards):
     reader = ShardReader(shards)
     positions = reader.split_positions("train")
     counts = reader.votes(positions)
-    dataset = ShardVoteDataset(shards, positions, counts, GalaxyAugmentation(SIZE))
-    data = ShardDataModule(dataset, ShardVoteDataset(shards, positions, counts), batch_size=8, num_workers=1)
+    dataset = ShardVoteDataset(reader, positions, counts, GalaxyAugmentation(SIZE))
+    data = ShardDataModule(dataset, ShardVoteDataset(reader, positions, counts), batch_size=8, num_workers=1)
     train_batches = list(data.train_dataloader())
     assert [len(images) for images, _ in train_batches] == [8, 8, 8]  # 30 galaxies: ragged batch dropped
     eval_batches = list(data.val_dataloader())
@@ -231,6 +227,50 @@ def test_bad_inputs_name_the_problem(shards, tmp_path):
         TrainSettings(batch_size=0)
 
 
+@pytest.fixture
+def foreign_files(tmp_path) -> dict[str, Path]:
+    """Files that are not zoobot checkpoints, each named by what it holds."""
+    files = {
+        "random bytes": tmp_path / "random.ckpt",
+        "JSON": tmp_path / "config.json",
+        "a torch file without zoobot's config": tmp_path / "plain.ckpt",
+        "a tensor": tmp_path / "tensor.pt",
+    }
+    files["random bytes"].write_bytes(np.random.default_rng(0).integers(0, 256, 4000, dtype=np.uint8).tobytes())
+    files["JSON"].write_text(json.dumps({"state_dict": {}, "hyper_parameters": {}}))
+    torch.save({"state_dict": {"weight": torch.zeros(2)}, "hyper_parameters": {"lr": 0.1}}, files["a torch file without zoobot's config"])
+    torch.save(torch.zeros(3), files["a tensor"])
+    return files
+
+
+def test_foreign_files_are_not_checkpoints(foreign_files):
+    for path in foreign_files.values():
+        with pytest.raises(ValueError, match=f"{path.name} is not a zoobot checkpoint.*SAVE_DIR/checkpoints"):
+            read_checkpoint(path)
+    with pytest.raises(ValueError, match=r"hyper_parameters without \['model_config', 'schema', 'settings'\]"):
+        read_checkpoint(foreign_files["a torch file without zoobot's config"])
+
+
+def test_cli_predict_names_a_file_that_is_not_a_checkpoint(foreign_files, tmp_path):
+    runner = CliRunner()
+    for what, path in foreign_files.items():
+        done = runner.invoke(app, [
+            "predict", "--checkpoint", str(path), "--catalog", str(tmp_path / "c.csv"), "--save-loc", str(tmp_path / "o.parquet"),
+        ])
+        assert done.exit_code == 1 and isinstance(done.exception, SystemExit), what
+        assert done.output.startswith("error: ") and "is not a zoobot checkpoint" in done.output, what
+        assert "Traceback" not in done.output, what
+
+
+def test_settings_and_checkpoint_reading_do_not_import_lightning():
+    code = (
+        "import sys, zoobot.training_settings; assert 'torch' not in sys.modules, 'torch';"
+        "import zoobot.checkpoints; assert 'lightning' not in sys.modules, 'lightning'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
 # ---------------------------------------------------------------- DDP
 
 DDP_SCRIPT = textwrap.dedent(
@@ -240,7 +280,8 @@ DDP_SCRIPT = textwrap.dedent(
     from lightning.pytorch.callbacks import Callback
     from zoobot.schema import DECALS_DR5
     from zoobot.shards import ShardReader
-    from zoobot.training import TrainSettings, train_model
+    from zoobot.training import train_model
+    from zoobot.training_settings import TrainSettings
 
     class HashWeights(Callback):
         def on_fit_end(self, trainer, module):

@@ -25,15 +25,24 @@
 
 Every failure (missing file, unknown format, truncated or corrupt data, wrong number of bands)
 raises :class:`ImageError` with the path and the reason.
+
+:func:`iter_catalog_batches` decodes a whole catalog (``id_str``, ``file_loc``) batch by batch,
+optionally in DataLoader worker processes (PyTorch is imported only then), for predicting
+galaxies that have no shards.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 #: File name endings read with astropy; everything else goes to Pillow.
 FITS_SUFFIXES = (".fits", ".fit", ".fts", ".fits.gz", ".fit.gz", ".fits.fz", ".fz")
@@ -174,3 +183,43 @@ def _resize_float(band: np.ndarray, size: int) -> np.ndarray:
         return band
     image = Image.fromarray(band.astype(np.float32))
     return np.asarray(image.resize((size, size), RESAMPLE), dtype=np.float64)
+
+
+def iter_catalog_batches(
+    catalog: pd.DataFrame, size: int, channels: int, batch_size: int = 256, num_workers: int = 0
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Decode ``catalog``'s images (``id_str``, ``file_loc``) batch by batch: (ids, (B, C, size, size) uint8).
+
+    ``num_workers > 0`` decodes in DataLoader worker processes. An unreadable image raises
+    ImageError naming the file.
+    """
+    ids = catalog["id_str"].astype(str).to_numpy()
+    paths = catalog["file_loc"].astype(str).to_numpy()
+    if num_workers == 0:
+        for start in range(0, len(ids), batch_size):
+            chunk = slice(start, start + batch_size)
+            yield ids[chunk], np.stack([load_image(p, size, channels) for p in paths[chunk]])
+        return
+    from torch.utils.data import DataLoader  # PyTorch is slow to import; only worker decoding needs it
+
+    loader = DataLoader(
+        _CatalogImages(paths, size, channels),
+        batch_size=batch_size,
+        num_workers=num_workers,
+        collate_fn=np.stack,
+    )
+    for start, images in zip(range(0, len(ids), batch_size), loader):
+        yield ids[start : start + batch_size], images
+
+
+class _CatalogImages:
+    """A map-style dataset (``__len__``, ``__getitem__``) of decoded images, for DataLoader workers."""
+
+    def __init__(self, paths: np.ndarray, size: int, channels: int):
+        self.paths, self.size, self.channels = paths, size, channels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return load_image(self.paths[index], self.size, self.channels)

@@ -1,4 +1,4 @@
-"""Monte Carlo dropout predictions, streamed: (galaxy, sample, output), and a Parquet catalog writer.
+"""Monte Carlo dropout predictions, streamed: (galaxy, sample, output), and evaluation of a labelled split.
 
 The default path runs the backbone **once** per galaxy and draws ``n_samples`` dropout masks on
 the pooled features (``model.forward_head(features, n_samples)``): the head is the only place
@@ -10,10 +10,9 @@ image (identity, rotations by 90/180/270 degrees, then their mirror images) and 
 samples across them (15 samples over 4 views: 4, 4, 4, 3), so the samples also carry the
 model's sensitivity to orientation. Cost: V backbone passes per galaxy.
 
-Memory is bounded whatever the pool size: images are read and predicted one batch at a time,
-and :func:`write_predictions` writes Parquet row groups and the optional raw samples
-(``np.lib.format.open_memmap``) chunk by chunk. Outputs are written under temporary names and
-renamed when complete.
+Memory is bounded whatever the pool size: images are read and predicted one batch at a time.
+``zoobot.prediction_writer`` streams the batches into a Parquet catalog;
+:func:`evaluate_split` scores a labelled split against its manifest votes.
 
 Input handling (documented, never silent about values): images are uint8 and are normalised
 inside the model. A 1-channel model given RGB images converts them to greyscale (ITU-R 601
@@ -25,47 +24,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import time
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from torchvision.transforms.v2 import functional as TF
 
-from zoobot.catalog import SCHEMA_METADATA_KEY
-from zoobot.images import load_image
+from zoobot.metrics import evaluate_predictions
 from zoobot.models import GalaxyModel
 from zoobot.schema import Schema
 from zoobot.shards import ShardReader
+from zoobot.transforms import N_DIHEDRAL_VIEWS, dihedral_view, to_greyscale
 
 logger = logging.getLogger(__name__)
 
-MAX_TTA_VIEWS = 8
-INTERVAL = (5.0, 95.0)  # percentiles of the per-sample expected fraction
-ROWS_PER_GROUP = 16384  # Parquet row group size
+MAX_TTA_VIEWS = N_DIHEDRAL_VIEWS
 PRECISIONS = {"32": "32", "32-true": "32", "fp32": "32", "bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16"}
 
 ImageBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), images (B, C, H, W) uint8)
 PredictionBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), predictions (B, S, O))
-
-
-def to_greyscale(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (batch, 3, H, W) -> (batch, 1, H, W) by ITU-R 601 luma."""
-    return TF.rgb_to_grayscale(images, num_output_channels=1)
-
-
-def dihedral_view(images: torch.Tensor, view: int) -> torch.Tensor:
-    """View 0-3: rotation by view * 90 degrees; 4-7: the same after a left-right flip."""
-    if not 0 <= view < MAX_TTA_VIEWS:
-        raise ValueError(f"view: expected 0..{MAX_TTA_VIEWS - 1}, got {view}")
-    flipped = images.flip(-1) if view >= 4 else images
-    return torch.rot90(flipped, k=view % 4, dims=(-2, -1))
 
 
 def samples_per_view(n_samples: int, n_views: int) -> list[int]:
@@ -212,229 +189,45 @@ def predict_batches(
     yield from predict_image_batches(model, images, n_samples, precision, tta_views, channels_last=channels_last)
 
 
-# ---------------------------------------------------------------- catalogs without shards
+# ---------------------------------------------------------------- labelled splits
 
-def iter_catalog_batches(
-    catalog: pd.DataFrame, size: int, channels: int, batch_size: int = 256, num_workers: int = 0
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Decode ``catalog``'s images (``id_str``, ``file_loc``) batch by batch: (ids, (B, C, size, size) uint8).
+def manifest_votes(reader: ShardReader, schema: Schema, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """ids (galaxy,) and the manifest's vote counts (galaxy, answer) of one split, in split order.
 
-    ``num_workers > 0`` decodes in DataLoader worker processes. An unreadable image raises
-    zoobot.images.ImageError naming the file.
+    Columns follow ``schema.answer_columns``: the shards' own schema or a subset of its questions.
+    ValueError when the manifest has no votes for some of the schema's answers.
     """
-    ids = catalog["id_str"].astype(str).to_numpy()
-    paths = catalog["file_loc"].astype(str).to_numpy()
-    if num_workers == 0:
-        for start in range(0, len(ids), batch_size):
-            chunk = slice(start, start + batch_size)
-            yield ids[chunk], np.stack([load_image(p, size, channels) for p in paths[chunk]])
-        return
-    loader = torch.utils.data.DataLoader(
-        _CatalogImages(paths, size, channels),
-        batch_size=batch_size,
-        num_workers=num_workers,
-        collate_fn=np.stack,
-    )
-    for start, images in zip(range(0, len(ids), batch_size), loader):
-        yield ids[start : start + batch_size], images
+    missing = [c for c in schema.answer_columns if c not in reader.manifest.columns]
+    if missing:
+        raise ValueError(
+            f"{reader.shard_dir}: the manifest has no vote columns {missing[:5]} for schema "
+            f"{schema.name!r}; its shards were made for {reader.schema_spec!r}. Use a schema whose "
+            "questions the shards hold (their own, or a subset of its questions)"
+        )
+    positions = reader.split_positions(split)
+    counts = reader.manifest[schema.answer_columns].to_numpy(dtype=np.int64)[positions]
+    return np.asarray(reader.ids(split)).astype(str), counts
 
 
-class _CatalogImages(torch.utils.data.Dataset):
-    def __init__(self, paths: np.ndarray, size: int, channels: int):
-        self.paths, self.size, self.channels = paths, size, channels
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int) -> np.ndarray:
-        return load_image(self.paths[index], self.size, self.channels)
-
-
-# ---------------------------------------------------------------- catalog output
-
-def prediction_columns(schema: Schema) -> list[str]:
-    """Columns of the prediction catalog after ``id_str``, in order."""
-    columns = []
-    for answer in schema.answer_columns:
-        columns += [f"{answer}_fraction", f"{answer}_fraction_q05", f"{answer}_fraction_q95"]
-    columns += [f"{question}_prob_asked" for question in schema.question_names]
-    return columns
-
-
-def summarise_predictions(
-    ids: np.ndarray, predictions: np.ndarray, schema: Schema, likelihood: str | None = None
-) -> pd.DataFrame:
-    """(galaxy, sample, output) -> one row per galaxy: id_str, per answer the mean expected vote
-    fraction and its 5th/95th percentile across samples, per question P(asked) of the mean fractions."""
-    fractions = schema.expected_fractions(predictions)  # (galaxy, sample, answer)
-    mean = fractions.mean(axis=1)  # (galaxy, answer)
-    low, high = np.percentile(fractions, INTERVAL, axis=1)  # each (galaxy, answer)
-    asked = schema.prob_asked(mean)  # (galaxy, question)
-    data = {"id_str": np.asarray(ids).astype(str)}
-    for a, answer in enumerate(schema.answer_columns):
-        data[f"{answer}_fraction"] = mean[:, a].astype(np.float32)
-        data[f"{answer}_fraction_q05"] = low[:, a].astype(np.float32)
-        data[f"{answer}_fraction_q95"] = high[:, a].astype(np.float32)
-    for q, question in enumerate(schema.question_names):
-        data[f"{question}_prob_asked"] = asked[:, q].astype(np.float32)
-    return pd.DataFrame(data)
-
-
-@dataclass
-class PredictionSummary:
-    catalog: Path
-    samples: Path | None
-    n_galaxies: int
-    n_samples: int
-    seconds: float
-
-    @property
-    def galaxies_per_second(self) -> float:
-        return self.n_galaxies / self.seconds if self.seconds > 0 else float("nan")
-
-
-def default_samples_path(out_path: Path) -> Path:
-    """out.parquet -> out_samples.npy"""
-    return out_path.with_name(f"{out_path.stem}_samples.npy")
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def write_predictions(
-    batches: PredictionBatches,
-    out_path: Path,
-    schema: Schema,
-    n_galaxies: int | None = None,
-    save_samples: bool = False,
-    *,
-    likelihood: str | None = None,
-    samples_path: Path | None = None,
-    metadata: dict[str, str] | None = None,
-    on_batch=None,
-) -> PredictionSummary:
-    """Stream prediction batches into a Parquet catalog (and, optionally, the raw samples as .npy).
-
-    The samples file has shape (galaxy, sample, output), float32, rows in catalog order; it needs
-    ``n_galaxies`` up front. Both files appear only when complete (temporary name, then rename;
-    the samples first, the catalog last). ``on_batch(ids, predictions)`` sees every batch.
-    """
-    started = time.perf_counter()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    samples_path = Path(samples_path) if samples_path else default_samples_path(out_path)
-    if save_samples and n_galaxies is None:
-        raise ValueError("save_samples needs n_galaxies, the length of the samples array")
-    tmp_catalog, tmp_samples = _tmp_name(out_path), _tmp_name(samples_path)
-    file_metadata = {SCHEMA_METADATA_KEY: schema.name.encode()}
-    file_metadata.update({f"zoobot.{k}".encode(): str(v).encode() for k, v in (metadata or {}).items()})
-    writer: pq.ParquetWriter | None = None
-    samples: np.memmap | None = None
-    pending: list[pd.DataFrame] = []
-    n_pending = n_written = 0
-    n_samples = 0
-
-    def flush() -> None:
-        nonlocal writer, pending, n_pending
-        if not pending:
-            return
-        table = pa.Table.from_pandas(pd.concat(pending, ignore_index=True), preserve_index=False)
-        if writer is None:
-            table = table.replace_schema_metadata({**(table.schema.metadata or {}), **file_metadata})
-            writer = pq.ParquetWriter(tmp_catalog, table.schema)
-        writer.write_table(table.cast(writer.schema))
-        pending, n_pending = [], 0
-
-    try:
-        for ids, predictions in batches:
-            if on_batch is not None:
-                on_batch(ids, predictions)
-            n_samples = predictions.shape[1]
-            if save_samples:
-                if samples is None:
-                    samples = np.lib.format.open_memmap(
-                        tmp_samples, mode="w+", dtype=np.float32, shape=(n_galaxies, *predictions.shape[1:])
-                    )
-                if n_written + len(ids) > n_galaxies:
-                    raise ValueError(f"more than n_galaxies={n_galaxies} predictions arrived")
-                samples[n_written : n_written + len(ids)] = predictions
-            pending.append(summarise_predictions(ids, predictions, schema, likelihood))
-            n_pending += len(ids)
-            n_written += len(ids)
-            if n_pending >= ROWS_PER_GROUP:
-                flush()
-        flush()
-        if writer is None:  # no galaxies: still write a valid, empty catalog
-            empty = summarise_predictions(
-                np.array([], dtype=str), np.ones((0, 1, schema.n_answers)), schema, "dirichlet_multinomial"
-            )
-            table = pa.Table.from_pandas(empty, preserve_index=False)
-            writer = pq.ParquetWriter(tmp_catalog, table.schema.with_metadata(file_metadata))
-        writer.close()
-        writer = None
-        if save_samples:
-            if n_written != n_galaxies:
-                raise ValueError(f"expected {n_galaxies} galaxies, got predictions for {n_written}")
-            if samples is None:
-                samples = np.lib.format.open_memmap(tmp_samples, mode="w+", dtype=np.float32, shape=(0, 0, 0))
-            samples.flush()
-            del samples
-            samples = None
-            os.replace(tmp_samples, samples_path)
-        os.replace(tmp_catalog, out_path)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp_catalog.unlink(missing_ok=True)
-        tmp_samples.unlink(missing_ok=True)
-    return PredictionSummary(
-        out_path, samples_path if save_samples else None, n_written, n_samples, time.perf_counter() - started
-    )
-
-
-def predict_to_parquet(
+def evaluate_split(
     model: GalaxyModel,
     reader: ShardReader,
-    ids_or_split: Sequence[str] | str,
-    out_path: Path,
+    schema: Schema,
+    split: str,
     n_samples: int = 15,
-    save_samples: bool = False,
-    schema: Schema | None = None,
     batch_size: int = 256,
     precision: str = "32",
     tta_views: int = 0,
-    *,
-    samples_path: Path | None = None,
-    metadata: dict[str, str] | None = None,
-    on_batch=None,
-) -> PredictionSummary:
-    """Predict shard galaxies (a split name or a list of ids) straight into a Parquet catalog.
+) -> dict:
+    """Predict one labelled split of the shards and compare with the manifest's votes.
 
-    Columns: id_str; per answer ``{answer}_fraction`` (mean over samples of the expected vote
-    fraction), ``_fraction_q05`` and ``_fraction_q95`` (5th and 95th percentiles across samples);
-    per question ``{question}_prob_asked`` (schema.prob_asked of the mean fractions).
-    ``save_samples`` also writes the raw (galaxy, sample, output) array to ``samples_path``
-    (default ``<out stem>_samples.npy``).
+    Returns the report of ``metrics.evaluate_predictions`` (strict JSON). The vote columns are
+    checked (:func:`manifest_votes`) before anything is predicted.
     """
-    schema = schema or model.schema
-    if isinstance(ids_or_split, str):
-        positions = reader.split_positions(ids_or_split)
-    else:
-        positions = reader.positions(ids_or_split)
-    check_predict_options(n_samples, batch_size, precision, tta_views)
-    batches = predict_image_batches(
-        model, reader.iter_batches(positions, batch_size), n_samples, precision, tta_views
+    _, counts = manifest_votes(reader, schema, split)
+    batches = predict_batches(
+        model, reader, split=split, n_samples=n_samples, batch_size=batch_size, precision=precision, tta_views=tta_views
     )
-    record = {"n_samples": n_samples, "tta_views": tta_views, "precision": precision, "likelihood": model.likelihood}
-    return write_predictions(
-        batches,
-        out_path,
-        schema,
-        n_galaxies=len(positions),
-        save_samples=save_samples,
-        likelihood=model.likelihood,
-        samples_path=samples_path,
-        metadata={**record, **(metadata or {})},
-        on_batch=on_batch,
-    )
+    chunks = [predictions for _, predictions in batches]
+    predictions = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, model.n_outputs), np.float32)
+    return evaluate_predictions(predictions, counts, schema)

@@ -301,3 +301,22 @@ def get_schema(spec: str) -> Schema:
         raise KeyError(f"unknown schema {name!r}; expected one of {sorted(SCHEMAS)}")
     schema = SCHEMAS[name]
     return schema.subset(questions.split(",")) if questions else schema
+
+
+def schema_to_dict(schema: Schema) -> dict:
+    """A schema as plain data (name, questions with answers and ``asked_after``), e.g. for checkpoints."""
+    return {
+        "name": schema.name,
+        "questions": [
+            {"name": q.name, "answers": list(q.answers), "asked_after": list(q.asked_after)}
+            for q in schema.questions
+        ],
+    }
+
+
+def schema_from_dict(record: dict) -> Schema:
+    """The inverse of :func:`schema_to_dict`; custom schemas round-trip too."""
+    questions = tuple(
+        Question(q["name"], tuple(q["answers"]), tuple(q["asked_after"])) for q in record["questions"]
+    )
+    return Schema(record["name"], questions)

@@ -489,12 +489,6 @@ class ShardReader:
     def counts(self) -> dict[str, int]:
         return {s: len(p) for s, p in self._split_positions.items()}
 
-    @property
-    def schema(self) -> Schema:
-        from zoobot.schema import get_schema
-
-        return get_schema(self.schema_spec)
-
     def split_positions(self, split: str) -> np.ndarray:
         """(galaxy,) manifest positions of one split, in writing order."""
         if split not in self._split_positions:

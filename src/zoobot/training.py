@@ -1,14 +1,14 @@
-"""Training: a LightningModule and DataModule over shards, augmentations, checkpoints.
+"""Training with Lightning: the LightningModule, the run record, atomic checkpoints, ``train_model``.
 
-    settings = TrainSettings(architecture="zoobot-2019", epochs=5)
+    settings = TrainSettings(architecture="zoobot-2019", epochs=5)   # zoobot.training_settings
     result = train_model(shard_dir, schema, train_ids, train_counts, eval_ids, eval_counts,
                          settings, save_dir, warm_start=previous.best_checkpoint)
-    model = load_model(result.best_checkpoint)   # needs nothing but the checkpoint
+    model = load_model(result.best_checkpoint)   # zoobot.checkpoints; needs nothing but the file
 
 The caller gives the vote counts (galaxy, answer) of the training and evaluation galaxies, so
 the active-learning loop trains on the votes in its ledger, not the ones in the shard manifest.
-Images come from the shards as uint8 and stay uint8 through the augmentations; the model
-normalises them itself.
+Images come from the shards as uint8 (``zoobot.shard_dataset``) and stay uint8 through the
+augmentations (``zoobot.augmentation``); the model normalises them itself.
 
 Loss: the mean over galaxies of ``zoobot.losses.vote_nll`` summed over questions, with one
 dropout mask per galaxy (the head's dropout is always on). The evaluation loss averages the
@@ -16,7 +16,7 @@ same quantity over ``EVAL_SAMPLES`` dropout masks (head only, so nearly free), w
 stopping less noisy; its expectation equals the training loss's.
 
 Every checkpoint holds the model config (``model.config``), the schema (name and questions) and
-the :class:`TrainSettings` as Lightning hyper-parameters, so :func:`load_model` rebuilds the
+the :class:`TrainSettings` as Lightning hyper-parameters, so ``zoobot.checkpoints`` rebuilds the
 model from the checkpoint alone. Checkpoints keep weights only (no optimizer state): they are a
 third of the size, and warm starts need only the weights. Files are written under a temporary
 name and renamed, so a killed run never leaves a checkpoint that looks complete.
@@ -32,273 +32,36 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
 
+from zoobot.augmentation import GalaxyAugmentation
+from zoobot.checkpoints import load_warm_start
+from zoobot.files import atomic_path, write_json_atomic
 from zoobot.ids import describe_ids
-from zoobot.files import write_json_atomic
 from zoobot.losses import vote_nll
 from zoobot.models import GalaxyModel, create_model, model_from_config
-from zoobot.predict import to_greyscale
-from zoobot.schema import Question, Schema
+from zoobot.schema import Schema, schema_from_dict, schema_to_dict
+from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
 from zoobot.shards import ShardReader
+from zoobot.training_settings import TrainResult, TrainSettings
 
 logger = logging.getLogger(__name__)
 
 EVAL_SAMPLES = 5
 CHECKPOINT_DIR = "checkpoints"
 RESULT_FILE = "train_result.json"
-#: RandomResizedCrop keeps this fraction of the image area, at an aspect ratio in CROP_RATIO.
-CROP_SCALE = (0.7, 1.0)
-CROP_RATIO = (0.9, 1.1)
-
-
-@dataclass
-class TrainSettings:
-    """How to train. JSON-serialisable: ``TrainSettings(**dataclasses.asdict(settings))``."""
-
-    architecture: str = "efficientnet_b0"
-    dropout_rate: float = 0.2
-    batch_size: int = 64
-    epochs: int = 20
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-2
-    patience: int = 5  # early stopping on validation loss
-    precision: str = "32-true"  # "bf16-mixed" works on CPU
-    accelerator: str = "auto"
-    devices: str = "auto"  # passed through to Lightning ("auto", "2", "0,1")
-    strategy: str = "auto"  # e.g. "ddp"
-    num_nodes: int = 1
-    num_workers: int = 0
-    seed: int = 42
-    augment: bool = True
-    greyscale: bool = False  # train on 1-channel images (RGB shards are converted on the fly)
-    save_top_k: int = 1
-    tensorboard: bool = False
-    progress_bar: bool = True
-    backbone_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs, plain values
-
-    def __post_init__(self) -> None:
-        checks = {
-            "batch_size": self.batch_size >= 1,
-            "epochs": self.epochs >= 1,
-            "learning_rate": self.learning_rate > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "patience": self.patience >= 0,
-            "num_nodes": self.num_nodes >= 1,
-            "num_workers": self.num_workers >= 0,
-            "save_top_k": self.save_top_k >= 1,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"TrainSettings.{name}: got {getattr(self, name)!r}, which is out of range")
-
-
-@dataclass
-class TrainResult:
-    best_checkpoint: Path
-    best_eval_loss: float
-    epochs_trained: int
-    seconds: float
-    history: list[dict]  # per epoch (0-based, as in checkpoint names): epoch, train_loss, eval_loss
-
-
-# ---------------------------------------------------------------- schema <-> checkpoint
-
-def schema_to_dict(schema: Schema) -> dict:
-    return {
-        "name": schema.name,
-        "questions": [
-            {"name": q.name, "answers": list(q.answers), "asked_after": list(q.asked_after)}
-            for q in schema.questions
-        ],
-    }
-
-
-def schema_from_dict(record: dict) -> Schema:
-    questions = tuple(
-        Question(q["name"], tuple(q["answers"]), tuple(q["asked_after"])) for q in record["questions"]
-    )
-    return Schema(record["name"], questions)
-
-
-# ---------------------------------------------------------------- augmentation
-
-class GalaxyAugmentation:
-    """A random view of each galaxy, on a uint8 batch (batch, channels, H, W) -> same shape.
-
-    Every galaxy gets its own flips (left-right, up-down), rotation by any angle about the
-    centre, and random resized crop back to ``size`` (keeping ``CROP_SCALE`` of the area at an
-    aspect ratio in ``CROP_RATIO``); corners uncovered by the rotation are black, like the sky.
-
-    ``batched=True`` (default) composes rotation and crop into one affine map per galaxy and
-    resamples the whole batch in a single ``grid_sample`` call (bilinear, one interpolation).
-    ``batched=False`` applies torchvision.transforms.v2 ``RandomRotation`` and
-    ``RandomResizedCrop`` one galaxy at a time (v2 draws one set of parameters per call, so it
-    cannot do per-galaxy views in one batched call). Both give the same distribution of views;
-    the batched path was about 7x faster on CPU (docs/training.md). Flips are batched in both.
-    """
-
-    def __init__(self, size: int, rotate: bool = True, crop: bool = True, batched: bool = True):
-        self.size, self.rotate, self.crop, self.batched = size, rotate, crop, batched
-        steps = []
-        if rotate:
-            steps.append(v2.RandomRotation(180, interpolation=v2.InterpolationMode.BILINEAR))
-        if crop:
-            steps.append(v2.RandomResizedCrop(size, scale=CROP_SCALE, ratio=CROP_RATIO, antialias=True))
-        self.per_galaxy = v2.Compose(steps) if steps else None
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dtype != torch.uint8 or images.ndim != 4:
-            raise ValueError(f"augmentation: expected uint8 (batch, channels, H, W), got {images.dtype} {tuple(images.shape)}")
-        batch = len(images)
-        flip_h = torch.rand(batch) < 0.5  # (batch,)
-        flip_v = torch.rand(batch) < 0.5
-        images = torch.where(flip_h[:, None, None, None], images.flip(-1), images)
-        images = torch.where(flip_v[:, None, None, None], images.flip(-2), images)
-        if self.per_galaxy is None:
-            return images
-        if not self.batched:
-            return torch.stack([self.per_galaxy(image) for image in images])
-        return self._affine(images)
-
-    def _affine(self, images: torch.Tensor) -> torch.Tensor:
-        """Rotation then resized crop, one affine map per galaxy, one grid_sample for the batch."""
-        batch = len(images)
-        angle = (torch.rand(batch) * 2 - 1) * math.pi if self.rotate else torch.zeros(batch)  # (batch,)
-        if self.crop:
-            area = torch.empty(batch).uniform_(*CROP_SCALE)
-            log_ratio = torch.empty(batch).uniform_(math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
-            width = (area * log_ratio.exp()).sqrt().clamp(max=1.0)  # crop side / image side
-            height = (area / log_ratio.exp()).sqrt().clamp(max=1.0)
-            shift_x = (torch.rand(batch) * 2 - 1) * (1 - width)  # crop centre, in [-1, 1] units
-            shift_y = (torch.rand(batch) * 2 - 1) * (1 - height)
-        else:
-            width = height = torch.ones(batch)
-            shift_x = shift_y = torch.zeros(batch)
-        cos, sin = angle.cos()[:, None, None], angle.sin()[:, None, None]  # (batch, 1, 1)
-        width, height = width[:, None, None], height[:, None, None]
-        shift_x, shift_y = shift_x[:, None, None], shift_y[:, None, None]
-        # output pixel centres in [-1, 1] (align_corners=False convention)
-        steps = (torch.arange(self.size, dtype=torch.float32) * 2 + 1) / self.size - 1
-        out_x, out_y = steps[None, None, :], steps[None, :, None]  # (1, 1, W), (1, H, 1)
-        # output -> crop box of the rotated image -> input coordinates, per galaxy
-        crop_x = out_x * width + shift_x  # (batch, 1, W)
-        crop_y = out_y * height + shift_y  # (batch, H, 1)
-        grid = torch.stack([cos * crop_x - sin * crop_y, sin * crop_x + cos * crop_y], dim=-1)  # (batch, H, W, 2)
-        warped = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return warped.add_(0.5).clamp_(0, 255).to(torch.uint8)  # round half up
-
-
-# ---------------------------------------------------------------- data
-
-class ShardVoteDataset(Dataset):
-    """Galaxies at given shard positions, with caller-given vote counts.
-
-    Supports batched fetching (``__getitems__``): a DataLoader reads a whole batch of images
-    from the shards in one call and augments it as a batch. The ShardReader is opened lazily in
-    each process (memory maps are not pickled into workers or spawned ranks).
-    """
-
-    def __init__(
-        self,
-        shard_dir: Path,
-        positions: np.ndarray,
-        counts: np.ndarray,
-        augmentation: GalaxyAugmentation | None = None,
-        greyscale: bool = False,
-    ):
-        self.shard_dir = Path(shard_dir)
-        self.positions = np.asarray(positions)
-        self.counts = torch.as_tensor(np.asarray(counts), dtype=torch.int64)  # (galaxy, answer)
-        self.augmentation = augmentation
-        self.greyscale = greyscale
-        self._reader: ShardReader | None = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_reader"] = None
-        return state
-
-    @property
-    def reader(self) -> ShardReader:
-        if self._reader is None:
-            self._reader = ShardReader(self.shard_dir)
-        return self._reader
-
-    def __len__(self) -> int:
-        return len(self.positions)
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        indices = np.asarray(indices)
-        images = torch.as_tensor(np.ascontiguousarray(self.reader.images(self.positions[indices])))
-        if self.greyscale and images.shape[1] == 3:
-            images = to_greyscale(images)
-        if self.augmentation is not None:
-            images = self.augmentation(images)
-        return images, self.counts[torch.from_numpy(indices)]  # (batch, C, H, W) uint8, (batch, answer)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        images, counts = self.__getitems__([index])
-        return images[0], counts[0]
-
-
-def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """The dataset already returns a stacked batch; pass it through."""
-    return batch
-
-
-class ShardDataModule(L.LightningDataModule):
-    """Training (augmented, shuffled) and evaluation (plain) loaders over one shard folder."""
-
-    def __init__(
-        self,
-        train: ShardVoteDataset,
-        eval: ShardVoteDataset,
-        batch_size: int,
-        num_workers: int = 0,
-    ):
-        super().__init__()
-        self.train_set = train
-        self.eval_set = eval
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-
-    def _loader(self, dataset: ShardVoteDataset, shuffle: bool, drop_last: bool) -> DataLoader:
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            collate_fn=collate_batch,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        world_size = self.trainer.world_size if self.trainer is not None else 1
-        per_rank = math.ceil(len(self.train_set) / world_size)
-        # A last batch of one galaxy breaks batch norm on a 1x1 feature map; drop ragged
-        # batches when every rank still gets at least one full batch.
-        return self._loader(self.train_set, shuffle=True, drop_last=per_rank >= self.batch_size)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_set, shuffle=False, drop_last=False)
 
 
 # ---------------------------------------------------------------- model
@@ -344,76 +107,13 @@ class GalaxyLightningModule(L.LightningModule):
 # ---------------------------------------------------------------- checkpoints
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save to a temporary name in the target folder, then os.replace."""
+    """torch.save to a temporary name in the target folder, then rename (``files.atomic_path``)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any = None) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-
-
-def _read_checkpoint(checkpoint: Path) -> dict:
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist")
-    record = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hparams = record.get("hyper_parameters", {})
-    if "model_config" not in hparams or "schema" not in hparams:
-        raise ValueError(
-            f"checkpoint {checkpoint} holds no zoobot model config (hyper_parameters has "
-            f"{sorted(hparams)}); expected a checkpoint written by zoobot train"
-        )
-    return record
-
-
-def _model_state(record: dict) -> dict[str, torch.Tensor]:
-    prefix = "model."
-    return {k[len(prefix):]: v for k, v in record["state_dict"].items() if k.startswith(prefix)}
-
-
-@dataclass
-class LoadedCheckpoint:
-    model: GalaxyModel
-    schema: Schema
-    settings: TrainSettings
-    model_config: dict
-
-
-def read_checkpoint(checkpoint: Path) -> LoadedCheckpoint:
-    """The model (eval mode, on CPU), its schema and the settings it was trained with."""
-    record = _read_checkpoint(checkpoint)
-    hparams = record["hyper_parameters"]
-    schema = schema_from_dict(hparams["schema"])
-    model = model_from_config(hparams["model_config"], schema=schema)
-    model.load_state_dict(_model_state(record))
-    model.eval()
-    known = TrainSettings.__dataclass_fields__
-    settings = TrainSettings(**{k: v for k, v in hparams["settings"].items() if k in known})
-    return LoadedCheckpoint(model, schema, settings, dict(hparams["model_config"]))
-
-
-def load_model(checkpoint: Path) -> GalaxyModel:
-    """Rebuild the GalaxyModel from the config stored in the checkpoint; eval mode, on CPU."""
-    return read_checkpoint(checkpoint).model
-
-
-def load_warm_start(model: GalaxyModel, checkpoint: Path) -> None:
-    """Copy a checkpoint's weights into ``model``; the architecture and outputs must match."""
-    record = _read_checkpoint(checkpoint)
-    config = record["hyper_parameters"]["model_config"]
-    try:
-        model.load_state_dict(_model_state(record))
-    except RuntimeError as error:
-        raise ValueError(
-            f"warm start: checkpoint {checkpoint} holds a model built as {config}, which does not "
-            f"fit this run's model {model.config} ({str(error).splitlines()[0]}). Warm start from a "
-            "checkpoint of the same architecture, schema and channels, or train from scratch"
-        ) from None
 
 
 # ---------------------------------------------------------------- run record
@@ -504,7 +204,7 @@ def _loggers(save_dir: Path, tensorboard: bool) -> list:
 
 
 def train_model(
-    shard_dir: Path,
+    shards: str | Path | ShardReader,
     schema: Schema,
     train_ids: Sequence[str],
     train_counts: np.ndarray,
@@ -520,7 +220,8 @@ def train_model(
     """Train a GalaxyModel on the given galaxies and votes; return the best checkpoint by eval loss.
 
     train_counts / eval_counts: (galaxy, answer) integer vote counts in ``schema.answer_columns``
-    order, one row per id. The image size comes from the shards. ``warm_start`` loads the weights
+    order, one row per id. ``shards``: a shard folder or an open ShardReader of it. The image
+    size comes from the shards. ``warm_start`` loads the weights
     of an earlier checkpoint (same architecture, schema, channels) before training.
     ``callbacks`` are added to Lightning's. With ``overwrite=False``, a ``save_dir`` that already
     holds checkpoints is an error (stale checkpoints would mix with this run's top-k).
@@ -541,7 +242,7 @@ def train_model(
             old.unlink()
     train_counts = _check_votes(train_ids, train_counts, schema, "train")
     eval_counts = _check_votes(eval_ids, eval_counts, schema, "eval")
-    reader = ShardReader(shard_dir)
+    reader = shards if isinstance(shards, ShardReader) else ShardReader(shards)
     train_positions = _positions(reader, train_ids, "train")
     eval_positions = _positions(reader, eval_ids, "eval")
 
@@ -562,8 +263,8 @@ def train_model(
 
     augmentation = GalaxyAugmentation(reader.size) if settings.augment else None
     data = ShardDataModule(
-        ShardVoteDataset(shard_dir, train_positions, train_counts, augmentation, settings.greyscale),
-        ShardVoteDataset(shard_dir, eval_positions, eval_counts, None, settings.greyscale),
+        ShardVoteDataset(reader, train_positions, train_counts, augmentation, settings.greyscale),
+        ShardVoteDataset(reader, eval_positions, eval_counts, None, settings.greyscale),
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
     )

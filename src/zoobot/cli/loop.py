@@ -27,7 +27,7 @@ def plan_from_options(
     from zoobot.loop.experiment import plan_experiment
     from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
     from zoobot.shards import ShardError
-    from zoobot.training import TrainSettings
+    from zoobot.training_settings import TrainSettings
 
     given = {"reveal_votes": reveal_votes, "delay": delay, "duplicate_rate": duplicate_rate}
     oracle_options = {name: value for name, value in given.items() if value is not None}

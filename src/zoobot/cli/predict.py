@@ -11,7 +11,7 @@ import typer
 
 from zoobot.catalog import CatalogError, read_table, validate_catalog
 from zoobot.ids import describe_ids
-from zoobot.cli.app import app, fail, quiet_lightning
+from zoobot.cli.app import app, fail
 
 logger = logging.getLogger(__name__)
 
@@ -65,19 +65,12 @@ def predict_command(
     """Write per-answer vote fractions with 90% intervals and P(asked) for every galaxy."""
     import torch
 
-    from zoobot.images import ImageError
+    from zoobot.checkpoints import read_checkpoint
+    from zoobot.images import ImageError, iter_catalog_batches
     from zoobot.metrics import evaluate_predictions, format_metrics
-    from zoobot.predict import (
-        check_predict_options,
-        iter_catalog_batches,
-        predict_image_batches,
-        predict_to_parquet,
-        write_predictions,
-    )
+    from zoobot.predict import check_predict_options, manifest_votes, predict_image_batches
+    from zoobot.prediction_writer import predict_to_parquet, write_predictions
     from zoobot.shards import ShardError, ShardReader
-    from zoobot.training import read_checkpoint
-
-    quiet_lightning()
 
     if (shard_dir is None) == (catalog is None):
         fail("give exactly one of --shard-dir (with --split) or --catalog")
@@ -98,8 +91,7 @@ def predict_command(
             reader = ShardReader(shard_dir)
             scored = split in ("train", "eval") and all(c in reader.manifest.columns for c in schema.answer_columns)
             if scored:
-                positions = reader.split_positions(split)
-                counts = reader.manifest[schema.answer_columns].to_numpy(dtype=np.int64)[positions]
+                _, counts = manifest_votes(reader, schema, split)
             summary = predict_to_parquet(
                 model, reader, split, save_loc, n_samples=n_samples, save_samples=save_samples, schema=schema,
                 batch_size=batch_size, precision=precision, tta_views=tta_views,
@@ -115,7 +107,6 @@ def predict_command(
             batches = predict_image_batches(model, images, n_samples, precision, tta_views)
             summary = write_predictions(
                 batches, save_loc, schema, n_galaxies=len(table), save_samples=save_samples,
-                likelihood=model.likelihood,
                 metadata={**metadata, "source": str(Path(catalog).resolve()), "n_samples": n_samples,
                           "tta_views": tta_views, "precision": precision, "likelihood": model.likelihood},
                 on_batch=(lambda ids, p: chunks.append(p)) if scored else None,

@@ -5,11 +5,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from zoobot.cli.app import app, fail, quiet_lightning
-from zoobot.schema import SCHEMAS, Schema, get_schema
+from zoobot.schema import SCHEMAS, get_schema
 
 logger = logging.getLogger(__name__)
 
@@ -21,31 +20,6 @@ def resolve_device(accelerator: str) -> str:
     if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
         return "cuda"
     return "cpu"
-
-
-def manifest_votes(reader, schema: Schema, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(ids, counts (galaxy, answer)) of one split, columns in ``schema.answer_columns`` order."""
-    missing = [c for c in schema.answer_columns if c not in reader.manifest.columns]
-    if missing:
-        fail(
-            f"{reader.shard_dir}: the manifest has no vote columns {missing[:5]} for schema "
-            f"{schema.name!r}; its shards were made for {reader.schema_spec!r}. Pass a --schema "
-            "whose questions the shards hold, or omit --schema"
-        )
-    positions = reader.split_positions(split)
-    counts = reader.manifest[schema.answer_columns].to_numpy(dtype=np.int64)[positions]
-    return np.asarray(reader.ids(split)).astype(str), counts
-
-
-def evaluate_split(model, reader, schema: Schema, split: str, n_samples: int, batch_size: int, precision: str) -> dict:
-    """Predict one labelled split of the shards and compare with the manifest's votes."""
-    from zoobot.metrics import evaluate_predictions
-    from zoobot.predict import predict_batches
-
-    ids, counts = manifest_votes(reader, schema, split)
-    chunks = [p for _, p in predict_batches(model, reader, split=split, n_samples=n_samples, batch_size=batch_size, precision=precision)]
-    predictions = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, model.n_outputs), np.float32)
-    return evaluate_predictions(predictions, counts, schema)
 
 
 @app.command("train")
@@ -81,20 +55,23 @@ def train_command(
     """Train a model; print the eval split's metrics per question and write them to SAVE_DIR/metrics.json."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from zoobot.metrics import format_metrics
-    from zoobot.shards import ShardError, ShardReader
+    from zoobot.checkpoints import load_model
     from zoobot.files import write_json_atomic
-    from zoobot.training import TrainSettings, load_model, train_model
+    from zoobot.metrics import format_metrics
+    from zoobot.predict import evaluate_split, manifest_votes
+    from zoobot.shards import ShardReader
+    from zoobot.training import train_model
+    from zoobot.training_settings import TrainSettings
 
     quiet_lightning()
 
     try:
         reader = ShardReader(shard_dir)
         chosen = get_schema(schema or reader.schema_spec)
-    except (ShardError, KeyError) as error:
+        train_ids, train_counts = manifest_votes(reader, chosen, "train")
+        eval_ids, eval_counts = manifest_votes(reader, chosen, "eval")
+    except (ValueError, KeyError) as error:  # ShardError is a ValueError
         fail(str(error.args[0] if isinstance(error, KeyError) else error))
-    train_ids, train_counts = manifest_votes(reader, chosen, "train")
-    eval_ids, eval_counts = manifest_votes(reader, chosen, "eval")
     for name, counts in (("train", train_counts), ("eval", eval_counts)):
         if len(counts) == 0:
             fail(f"{shard_dir}: the {name} split is empty; make shards with labelled galaxies and --eval-size > 0")

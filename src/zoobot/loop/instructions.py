@@ -26,7 +26,7 @@ from zoobot.files import write_json_atomic
 from zoobot.loop.layout import INSTRUCTIONS_DIR
 from zoobot.oracles import list_oracles, oracle_settings
 from zoobot.schema import get_schema
-from zoobot.training import TrainSettings
+from zoobot.training_settings import TrainSettings
 
 SPEC_FILES = ("model_spec.json", "acquisition_spec.json", "instructions.json")
 INFERENCE_PRECISIONS = ("32", "bf16")

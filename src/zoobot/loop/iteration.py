@@ -38,16 +38,16 @@ import pandas as pd
 import torch
 
 from zoobot import acquisition
+from zoobot.checkpoints import load_model
 from zoobot.files import atomic_path, write_json_atomic
 from zoobot.loop.instructions import Plan, load_instructions
 from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
 from zoobot.loop.ledger import UNLABELLED, Ledger
-from zoobot.metrics import evaluate_predictions
 from zoobot.oracles import Oracle, open_oracle
-from zoobot.predict import predict_batches
+from zoobot.predict import evaluate_split, predict_batches
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
-from zoobot.training import load_model, train_model
+from zoobot.training import train_model
 
 logger = logging.getLogger(__name__)
 
@@ -180,7 +180,7 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
     eval_ids = list(reader.ids("eval"))
     eval_counts = reader.votes(reader.positions(eval_ids))
     result = train_model(
-        Path(instructions.shard_dir), context.schema, train_ids, train_counts, eval_ids, eval_counts,
+        reader, context.schema, train_ids, train_counts, eval_ids, eval_counts,
         settings, model_dir, warm_start=warm_start,
     )
     record = {
@@ -200,15 +200,10 @@ def _evaluate(context: IterationContext, model) -> dict:
     path = context.work / "eval_metrics.json"
     if path.exists():
         return json.loads(path.read_text())
-    spec, reader = context.plan.acquisition, context.reader
-    ids, chunks = [], []
-    for batch_ids, predictions in predict_batches(
-        model, reader, split="eval", n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
-    ):
-        ids.extend(batch_ids)
-        chunks.append(predictions)
-    counts = reader.votes(reader.positions(ids))
-    report = evaluate_predictions(np.concatenate(chunks), counts, context.schema)
+    spec = context.plan.acquisition
+    report = evaluate_split(
+        model, context.reader, context.schema, "eval", spec.n_samples, spec.batch_size, spec.precision
+    )
     metrics = {"eval_loss": float(report["loss"]), "eval_report": report}
     if "mae" in report:
         metrics["eval_mae"] = float(report["mae"])

@@ -1,0 +1,62 @@
+"""How to train (:class:`TrainSettings`) and what a training run returns (:class:`TrainResult`).
+
+Plain dataclasses, importable without PyTorch or Lightning, so that instructions and command
+lines can build and check settings cheaply. ``zoobot.training.train_model`` takes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainSettings:
+    """How to train. JSON-serialisable: ``TrainSettings(**dataclasses.asdict(settings))``."""
+
+    architecture: str = "efficientnet_b0"
+    dropout_rate: float = 0.2
+    batch_size: int = 64
+    epochs: int = 20
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-2
+    patience: int = 5  # early stopping on validation loss
+    precision: str = "32-true"  # "bf16-mixed" works on CPU
+    accelerator: str = "auto"
+    devices: str = "auto"  # passed through to Lightning ("auto", "2", "0,1")
+    strategy: str = "auto"  # e.g. "ddp"
+    num_nodes: int = 1
+    num_workers: int = 0
+    seed: int = 42
+    augment: bool = True
+    greyscale: bool = False  # train on 1-channel images (RGB shards are converted on the fly)
+    save_top_k: int = 1
+    tensorboard: bool = False
+    progress_bar: bool = True
+    backbone_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs, plain values
+
+    def __post_init__(self) -> None:
+        checks = {
+            "batch_size": self.batch_size >= 1,
+            "epochs": self.epochs >= 1,
+            "learning_rate": self.learning_rate > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "patience": self.patience >= 0,
+            "num_nodes": self.num_nodes >= 1,
+            "num_workers": self.num_workers >= 0,
+            "save_top_k": self.save_top_k >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainSettings.{name}: got {getattr(self, name)!r}, which is out of range")
+
+
+@dataclass
+class TrainResult:
+    """What ``train_model`` returns; rank 0 also writes it to ``save_dir/train_result.json``."""
+
+    best_checkpoint: Path
+    best_eval_loss: float
+    epochs_trained: int
+    seconds: float
+    history: list[dict]  # per epoch (0-based, as in checkpoint names): epoch, train_loss, eval_loss
