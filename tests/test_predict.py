@@ -276,8 +276,8 @@ def test_cli_predict_from_shards_and_from_a_catalog(data, tmp_path):
     runner = CliRunner()
     out = tmp_path / "eval.parquet"
     done = runner.invoke(app, [
-        "predict", "--checkpoint", str(result.best_checkpoint), "--shard-dir", str(data["shards"]),
-        "--split", "eval", "--save-loc", str(out), "--n-samples", "4", "--save-samples", "--tta-views", "2",
+        "predict", str(result.best_checkpoint), "--shard-dir", str(data["shards"]),
+        "--split", "eval", "--out", str(out), "--n-samples", "4", "--save-samples", "--tta-views", "2",
     ])
     assert done.exit_code == 0, done.output
     assert "overall: loss" in done.output  # eval has votes: metrics are printed
@@ -288,14 +288,16 @@ def test_cli_predict_from_shards_and_from_a_catalog(data, tmp_path):
     from_catalog = tmp_path / "from_catalog.parquet"
     done = runner.invoke(app, [
         "predict", "--checkpoint", str(result.best_checkpoint), "--catalog", str(catalog_path),
-        "--save-loc", str(from_catalog), "--n-samples", "3", "--batch-size", "5",
+        "--save-loc", str(from_catalog), "--n-samples", "3", "--batch-size", "5", "--precision", "32",
     ])
     assert done.exit_code == 0, done.output
+    for old, new in (("--checkpoint", "CHECKPOINT"), ("--save-loc", "--out"), ("--precision 32", "--precision 32-true")):
+        assert f"warning: {old} is deprecated and will be removed in the next release; use {new}" in done.output
     table = pd.read_parquet(from_catalog)
     assert list(table["id_str"]) == list(data["pool_catalog"]["id_str"])
     assert list(table.columns) == ["id_str", *prediction_columns(DECALS_DR5)]
 
-    missing = runner.invoke(app, ["predict", "--checkpoint", str(result.best_checkpoint), "--save-loc", str(out)])
+    missing = runner.invoke(app, ["predict", str(result.best_checkpoint), "--out", str(out)])
     assert missing.exit_code == 1 and "exactly one of --shard-dir" in missing.output
-    bad = runner.invoke(app, ["predict", "--checkpoint", str(tmp_path / "none.ckpt"), "--catalog", str(catalog_path), "--save-loc", str(out)])
+    bad = runner.invoke(app, ["predict", str(tmp_path / "none.ckpt"), "--catalog", str(catalog_path), "--out", str(out)])
     assert bad.exit_code == 1 and "does not exist" in bad.output

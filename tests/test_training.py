@@ -255,7 +255,7 @@ def test_cli_predict_names_a_file_that_is_not_a_checkpoint(foreign_files, tmp_pa
     runner = CliRunner()
     for what, path in foreign_files.items():
         done = runner.invoke(app, [
-            "predict", "--checkpoint", str(path), "--catalog", str(tmp_path / "c.csv"), "--save-loc", str(tmp_path / "o.parquet"),
+            "predict", str(path), "--catalog", str(tmp_path / "c.csv"), "--out", str(tmp_path / "o.parquet"),
         ])
         assert done.exit_code == 1 and isinstance(done.exception, SystemExit), what
         assert done.output.startswith("error: ") and "is not a zoobot checkpoint" in done.output, what
@@ -326,7 +326,7 @@ def test_cli_train_prints_and_writes_metrics(shards, tmp_path):
     runner = CliRunner()
     save_dir = tmp_path / "cli_run"
     args = [
-        "train", "--shard-dir", str(shards), "--save-dir", str(save_dir), "--architecture", "zoobot-2019",
+        "train", str(shards), "--out", str(save_dir), "--architecture", "zoobot-2019",
         "--epochs", "1", "--batch-size", "8", "--accelerator", "cpu", "--no-progress", "--eval-samples", "4",
     ]
     result = runner.invoke(app, args)

@@ -32,6 +32,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from zoobot.metrics import evaluate_predictions
 from zoobot.models import GalaxyModel
+from zoobot.precision import INFERENCE_PRECISIONS
 from zoobot.schema import Schema
 from zoobot.shards import ShardReader
 from zoobot.transforms import N_DIHEDRAL_VIEWS, dihedral_view, to_greyscale
@@ -39,7 +40,6 @@ from zoobot.transforms import N_DIHEDRAL_VIEWS, dihedral_view, to_greyscale
 logger = logging.getLogger(__name__)
 
 MAX_TTA_VIEWS = N_DIHEDRAL_VIEWS
-PRECISIONS = {"32": "32", "32-true": "32", "fp32": "32", "bf16": "bf16", "bf16-mixed": "bf16", "bf16-true": "bf16"}
 
 ImageBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), images (B, C, H, W) uint8)
 PredictionBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), predictions (B, S, O))
@@ -56,8 +56,8 @@ def check_predict_options(n_samples: int, batch_size: int, precision: str, tta_v
         raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size: expected >= 1, got {batch_size}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision: expected one of {sorted(PRECISIONS)}, got {precision!r}")
+    if precision not in INFERENCE_PRECISIONS:
+        raise ValueError(f"precision: expected one of {list(INFERENCE_PRECISIONS)}, got {precision!r}")
     if not 0 <= tta_views <= MAX_TTA_VIEWS:
         raise ValueError(f"tta_views: expected 0 (off) to {MAX_TTA_VIEWS}, got {tta_views}")
     if tta_views > n_samples:
@@ -65,7 +65,7 @@ def check_predict_options(n_samples: int, batch_size: int, precision: str, tta_v
             f"tta_views={tta_views} needs at least one sample per view; got n_samples={n_samples}. "
             "Raise --n-samples or lower --tta-views"
         )
-    return PRECISIONS[precision]
+    return INFERENCE_PRECISIONS[precision]
 
 
 class _InputAdapter:

@@ -123,3 +123,12 @@ def required(value, name: str):
     if value is None:
         fail(f"missing {name}; see --help")
     return value
+
+
+def torch_device(accelerator: str) -> str:
+    """Lightning's accelerator name -> the torch device for in-process inference."""
+    import torch
+
+    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return "cuda"
+    return "cpu"

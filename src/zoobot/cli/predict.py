@@ -11,7 +11,7 @@ import typer
 
 from zoobot.catalog import CatalogError, read_table, validate_catalog
 from zoobot.ids import describe_ids
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, old_spelling, renamed, required, torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,10 @@ def read_prediction_catalog(path: Path, schema) -> tuple[pd.DataFrame, bool]:
 
 @app.command("predict")
 def predict_command(
-    checkpoint: Path = typer.Option(..., help="A checkpoint written by zoobot train (or the loop)."),
-    save_loc: Path = typer.Option(..., help="Output Parquet catalog."),
+    checkpoint: Optional[Path] = typer.Argument(
+        None, help="A checkpoint written by zoobot train (or the loop).", show_default=False
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output Parquet catalog.", show_default=False),
     shard_dir: Optional[Path] = typer.Option(None, help="Predict galaxies of this shard folder..."),
     split: str = typer.Option("pool", help="...from this split: train, eval or pool."),
     catalog: Optional[Path] = typer.Option(
@@ -57,14 +59,27 @@ def predict_command(
     n_samples: int = typer.Option(15, help="MC dropout samples per galaxy."),
     save_samples: bool = typer.Option(False, "--save-samples", help="Also write the raw samples (galaxy, sample, output) as .npy."),
     batch_size: int = typer.Option(256, help="Galaxies per forward pass."),
-    precision: str = typer.Option("32", help="32, or bf16 (autocast; about 2x faster on CPU)."),
+    precision: str = typer.Option(
+        "32-true", help="Lightning precision: 32-true, or bf16-mixed (autocast; about 2x faster on CPU)."
+    ),
     tta_views: int = typer.Option(0, help="Test-time augmentation: 2-8 dihedral views (samples split across them)."),
     num_workers: int = typer.Option(0, help="Image-decoding processes for --catalog."),
-    device: str = typer.Option("auto", help="auto (CUDA if present), cpu or cuda."),
+    accelerator: str = typer.Option("auto", help="Lightning accelerator: auto (a GPU if present), cpu or gpu."),
+    old_checkpoint: Optional[Path] = old_spelling("--checkpoint"),
+    old_save_loc: Optional[Path] = old_spelling("--save-loc"),
+    old_device: Optional[str] = old_spelling("--device"),
 ) -> None:
     """Write per-answer vote fractions with 90% intervals and P(asked) for every galaxy."""
-    import torch
-
+    checkpoint = required(renamed(checkpoint, old_checkpoint, "--checkpoint", "CHECKPOINT"), "CHECKPOINT")
+    save_loc = required(renamed(out, old_save_loc, "--save-loc", "--out"), "--out FILE")
+    old_accelerators = {"cuda": "gpu", "cpu": "cpu", "auto": "auto"}
+    if old_device is not None:
+        accelerator = old_accelerators.get(renamed(None, old_device, "--device", "--accelerator"), old_device)
+    short = {"32": "32-true", "bf16": "bf16-mixed"}
+    if precision in short:
+        precision = renamed(None, short[precision], f"--precision {precision}", f"--precision {short[precision]}")
+    if accelerator not in ("auto", "cpu", "gpu"):
+        fail(f"--accelerator: expected one of auto, cpu, gpu, got {accelerator!r}")
     from zoobot.checkpoints import read_checkpoint
     from zoobot.images import ImageError, iter_catalog_batches
     from zoobot.metrics import evaluate_predictions, format_metrics
@@ -79,9 +94,7 @@ def predict_command(
         loaded = read_checkpoint(checkpoint)
     except (ValueError, FileNotFoundError) as error:
         fail(str(error))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, schema = loaded.model.to(device), loaded.schema
+    model, schema = loaded.model.to(torch_device(accelerator)), loaded.schema
     metadata = {"checkpoint": str(Path(checkpoint).resolve())}
 
     chunks: list[np.ndarray] = []

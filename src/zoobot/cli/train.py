@@ -7,25 +7,20 @@ from typing import Optional
 
 import typer
 
-from zoobot.cli.app import app, fail, quiet_lightning
+from zoobot.cli.app import app, fail, old_spelling, quiet_lightning, renamed, required, torch_device
 from zoobot.schema import SCHEMAS, get_schema
 
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(accelerator: str) -> str:
-    """The torch device for prediction after training: CUDA when asked for (or 'auto') and present."""
-    import torch
-
-    if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available():
-        return "cuda"
-    return "cpu"
-
-
 @app.command("train")
 def train_command(
-    shard_dir: Path = typer.Option(..., help="Shard folder (zoobot make-shards): trains on 'train', early-stops on 'eval'."),
-    save_dir: Path = typer.Option(..., help="Folder for checkpoints, logs and metrics.json."),
+    shard_dir: Optional[Path] = typer.Argument(
+        None, help="Shard folder (zoobot make-shards): trains on 'train', early-stops on 'eval'.", show_default=False
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for checkpoints, logs and metrics.json.", show_default=False
+    ),
     architecture: str = typer.Option("efficientnet_b0", help="zoobot-2019, or any timm model name (no pretrained weights)."),
     schema: Optional[str] = typer.Option(
         None, help=f"Decision tree ({sorted(SCHEMAS)} or NAME:q1,q2); default: the shards' own."
@@ -43,16 +38,24 @@ def train_command(
     num_nodes: int = typer.Option(1, help="Machines for multi-node DDP."),
     num_workers: int = typer.Option(0, help="DataLoader worker processes per device."),
     seed: int = typer.Option(42, help="Seed for weights, shuffling and augmentations."),
-    warm_start: Optional[Path] = typer.Option(None, help="Start from this checkpoint's weights."),
+    from_checkpoint: Optional[Path] = typer.Option(
+        None, help="Start from this checkpoint's weights (same architecture, schema and channels)."
+    ),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log for TensorBoard (needs the tensorboard package)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips, rotations and crops."),
     greyscale: bool = typer.Option(False, "--greyscale", help="Train on greyscale (RGB shards converted on the fly)."),
     save_top_k: int = typer.Option(1, help="Keep this many best checkpoints."),
     eval_samples: int = typer.Option(15, help="MC dropout samples for the final evaluation."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Lightning's progress bar."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace checkpoints already in --save-dir."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace checkpoints already in --out."),
+    old_shard_dir: Optional[Path] = old_spelling("--shard-dir"),
+    old_save_dir: Optional[Path] = old_spelling("--save-dir"),
+    old_warm_start: Optional[Path] = old_spelling("--warm-start"),
 ) -> None:
-    """Train a model; print the eval split's metrics per question and write them to SAVE_DIR/metrics.json."""
+    """Train a model; print the eval split's metrics per question and write them to OUT/metrics.json."""
+    shard_dir = required(renamed(shard_dir, old_shard_dir, "--shard-dir", "SHARD_DIR"), "SHARD_DIR")
+    save_dir = required(renamed(out, old_save_dir, "--save-dir", "--out"), "--out SAVE_DIR")
+    warm_start = renamed(from_checkpoint, old_warm_start, "--warm-start", "--from-checkpoint")
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from zoobot.checkpoints import load_model
@@ -103,8 +106,8 @@ def train_command(
         "best eval loss %.4f after %d epochs (%.0f s): %s",
         result.best_eval_loss, result.epochs_trained, result.seconds, result.best_checkpoint,
     )
-    model = load_model(result.best_checkpoint).to(resolve_device(accelerator))
-    predict_precision = "bf16" if precision.startswith("bf16") else "32"
+    model = load_model(result.best_checkpoint).to(torch_device(accelerator))
+    predict_precision = "bf16-mixed" if precision.startswith("bf16") else "32-true"
     metrics = evaluate_split(model, reader, chosen, "eval", eval_samples, 256, predict_precision)
     typer.echo(format_metrics(metrics))
     record = {

@@ -25,11 +25,11 @@ from zoobot.checks import SettingsError, check_choice, check_int, check_number
 from zoobot.files import write_json_atomic
 from zoobot.loop.layout import INSTRUCTIONS_DIR
 from zoobot.oracles import list_oracles, oracle_settings
+from zoobot.precision import INFERENCE_PRECISIONS
 from zoobot.schema import get_schema
 from zoobot.training_settings import TrainSettings
 
 SPEC_FILES = ("model_spec.json", "acquisition_spec.json", "instructions.json")
-INFERENCE_PRECISIONS = ("32", "bf16")
 
 
 @dataclass
@@ -56,7 +56,7 @@ class AcquisitionSpec:
     n_samples: int = 15  # MC dropout samples per galaxy
     expected_votes: int = 40  # N in BALD: votes a newly labelled galaxy is expected to get
     batch_size: int = 256
-    precision: str = "32"  # or "bf16" for faster CPU/GPU scoring
+    precision: str = "32-true"  # or "bf16-mixed" for faster CPU/GPU scoring
 
     def __post_init__(self) -> None:
         owner = "AcquisitionSpec"
@@ -66,7 +66,7 @@ class AcquisitionSpec:
         check_int(owner, "n_samples", self.n_samples, minimum=1)
         check_int(owner, "expected_votes", self.expected_votes, minimum=1)
         check_int(owner, "batch_size", self.batch_size, minimum=1)
-        check_choice(owner, "precision", self.precision, INFERENCE_PRECISIONS)
+        check_choice(owner, "precision", self.precision, list(INFERENCE_PRECISIONS))
 
 
 @dataclass

@@ -1,0 +1,10 @@
+"""Precision names. Commands take Lightning's names; inference maps each to fp32 or bf16 autocast.
+
+The short spellings ("32", "bf16", ...) are accepted too, as older experiments stored them.
+"""
+
+LIGHTNING_INFERENCE_PRECISIONS = ("32-true", "bf16-mixed")
+INFERENCE_PRECISIONS = {
+    "32-true": "32", "32": "32", "fp32": "32",
+    "bf16-mixed": "bf16", "bf16": "bf16", "bf16-true": "bf16",
+}  # name -> the autocast inference runs with
