@@ -209,8 +209,8 @@ def test_define_experiment_cli(tmp_path):
     result = runner.invoke(
         app,
         [
-            "define-experiment", "--master-catalog", str(tmp_path / "master.csv"),
-            "--question", "smooth-or-featured", "--save-dir", str(tmp_path / "exp"),
+            "define-experiment", str(tmp_path / "master.csv"),
+            "--question", "smooth-or-featured", "--out", str(tmp_path / "exp"),
             "--retirement", "5", "--simulation-size", "5",
         ],
     )
@@ -226,8 +226,8 @@ def test_define_experiment_cli_reports_bad_catalog(tmp_path):
     result = runner.invoke(
         app,
         [
-            "define-experiment", "--master-catalog", str(tmp_path / "master.csv"),
-            "--schema", "smooth-or-featured", "--save-dir", str(tmp_path / "exp"),
+            "define-experiment", str(tmp_path / "master.csv"),
+            "--schema", "smooth-or-featured", "--out", str(tmp_path / "exp"),
         ],
     )
     assert result.exit_code == 1
@@ -247,8 +247,8 @@ def test_define_experiment_cli_refuses_unreadable_catalogs_without_writing(tmp_p
     before = sorted(tmp_path.rglob("*"))
     result = runner.invoke(
         app,
-        ["define-experiment", "--master-catalog", str(inputs / name),
-         "--schema", "smooth-or-featured", "--save-dir", str(tmp_path / "exp")],
+        ["define-experiment", str(inputs / name),
+         "--schema", "smooth-or-featured", "--out", str(tmp_path / "exp")],
     )
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert "Traceback" not in result.output
@@ -261,8 +261,8 @@ def test_cli_needs_schema_for_an_ambiguous_question(tmp_path):
     make_catalog(tmp_path).to_csv(tmp_path / "master.csv", index=False)
     result = runner.invoke(
         app,
-        ["define-experiment", "--master-catalog", str(tmp_path / "master.csv"),
-         "--question", "bar_strength", "--save-dir", str(tmp_path / "exp")],
+        ["define-experiment", str(tmp_path / "master.csv"),
+         "--question", "bar_strength", "--out", str(tmp_path / "exp")],
     )
     assert result.exit_code == 1
     assert "needs --schema" in result.output
@@ -283,8 +283,8 @@ def test_votes_only_catalog_needs_no_images_flag(tmp_path):
         load_catalog(tmp_path / "votes.parquet")
     loaded, _ = load_catalog(tmp_path / "votes.parquet", check_files=False)
     assert loaded["file_loc"].isna().all()
-    args = ["define-experiment", "--master-catalog", str(tmp_path / "votes.parquet"),
-            "--save-dir", str(tmp_path / "exp")]
+    args = ["define-experiment", str(tmp_path / "votes.parquet"),
+            "--out", str(tmp_path / "exp")]
     assert runner.invoke(app, args).exit_code == 1
     result = runner.invoke(app, args + ["--no-images"])
     assert result.exit_code == 0, result.output

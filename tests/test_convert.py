@@ -570,7 +570,7 @@ def test_converted_fixtures_feed_define_experiment(shared_data, tmp_path):
         out = tmp_path / f"{name}.parquet"
         converted = runner.invoke(app, ["convert", *command, "--out", str(out)])
         assert converted.exit_code == 0, converted.output
-        experiment = runner.invoke(app, ["define-experiment", "--master-catalog", str(out), "--save-dir", str(tmp_path / name)])
+        experiment = runner.invoke(app, ["define-experiment", str(out), "--out", str(tmp_path / name)])
         assert experiment.exit_code == 0, experiment.output
         labelled = pd.read_parquet(tmp_path / name / "labelled_catalog.parquet")
         assert len(labelled) == len(pd.read_parquet(out)) > 0

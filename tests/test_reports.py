@@ -82,7 +82,7 @@ def test_report_cli_refuses_what_is_not_a_finished_experiment(tmp_path, name, me
     (tmp_path / "photos").mkdir()
     (tmp_path / "fresh" / INSTRUCTIONS_DIR).mkdir(parents=True)
     before = sorted(tmp_path.rglob("*"))
-    result = runner.invoke(app, ["report", str(tmp_path / name), "--plot", str(tmp_path / "curve.png")])
+    result = runner.invoke(app, ["report", str(tmp_path / name), "--out", str(tmp_path / "curve.png")])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
     assert message.format(tmp_path / name) in result.output
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
@@ -92,10 +92,10 @@ def test_report_cli_checks_the_metric_before_printing_or_plotting(tmp_path):
     write_iterations(tmp_path / "active", [0.9, 0.7])
     write_iterations(tmp_path / "random", [0.9, 0.8])
     plot = tmp_path / "plots" / "curve.png"
-    bad = runner.invoke(app, ["report", str(tmp_path / "active"), "--metric", "eval_auc", "--plot", str(plot)])
+    bad = runner.invoke(app, ["report", str(tmp_path / "active"), "--metric", "eval_auc", "--out", str(plot)])
     assert bad.exit_code == 1 and "no metric 'eval_auc'" in bad.output
     assert "learning curve: active" not in bad.output and not plot.exists()
     good = runner.invoke(app, ["report", str(tmp_path / "active"), "--baseline", str(tmp_path / "random"),
-                               "--plot", str(plot)])
+                               "--out", str(plot)])
     assert good.exit_code == 0, good.output
     assert "active learning reached it at 150 labels" in good.output and plot.stat().st_size > 1000

@@ -244,8 +244,8 @@ def test_define_experiment_runs_on_the_synthetic_catalog(catalog_dir, tmp_path):
     save_dir = tmp_path / "experiment"
     result = runner.invoke(
         app,
-        ["define-experiment", "--master-catalog", str(out_dir / "master_catalog.parquet"),
-         "--save-dir", str(save_dir), "--retirement", "1", "--simulation-size", "10"],
+        ["define-experiment", str(out_dir / "master_catalog.parquet"),
+         "--out", str(save_dir), "--retirement", "1", "--simulation-size", "10"],
     )
     assert result.exit_code == 0, result.output
     labelled = pd.read_parquet(save_dir / "labelled_catalog.parquet")
@@ -256,7 +256,7 @@ def test_define_experiment_runs_on_the_synthetic_catalog(catalog_dir, tmp_path):
 def test_synthesize_command(tmp_path):
     out_dir = tmp_path / "out"
     preview = tmp_path / "grid.png"
-    args = ["synthesize", "--out-dir", str(out_dir), "--n-galaxies", "6", "--size", "32",
+    args = ["synthesize", "--out", str(out_dir), "--n-galaxies", "6", "--size", "32",
             "--channels", "1", "--seed", "2", "--preview", str(preview)]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -269,5 +269,5 @@ def test_synthesize_command(tmp_path):
 
     again = runner.invoke(app, args)
     assert again.exit_code == 1 and "--overwrite" in again.output
-    bad = runner.invoke(app, ["synthesize", "--out-dir", str(tmp_path / "x"), "--channels", "2"])
+    bad = runner.invoke(app, ["synthesize", "--out", str(tmp_path / "x"), "--channels", "2"])
     assert bad.exit_code == 1 and "expected 1 or 3" in bad.output

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 
 from zoobot.catalog import CatalogError, define_experiment, load_catalog, save_experiment
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, old_spelling, renamed, required
 from zoobot.schema import SCHEMAS, Schema, get_schema
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,12 @@ def resolve_schema(schema: Optional[str], questions: list[str]) -> Optional[Sche
 
 @app.command("define-experiment")
 def define_experiment_command(
-    master_catalog: Path = typer.Option(..., help="CSV or Parquet: id_str, file_loc, vote counts."),
-    save_dir: Path = typer.Option(..., help="New folder for the experiment catalogs."),
+    master_catalog: Optional[Path] = typer.Argument(
+        None, help="CSV or Parquet: id_str, file_loc, vote counts.", show_default=False
+    ),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="New folder for the experiment catalogs.", show_default=False
+    ),
     schema: Optional[str] = typer.Option(
         None, help=f"Decision tree: one of {sorted(SCHEMAS)}, or NAME:question[,question]."
     ),
@@ -49,8 +53,14 @@ def define_experiment_command(
     no_images: bool = typer.Option(
         False, "--no-images", help="The catalog has votes but no images (e.g. for oracle studies)."
     ),
+    old_master_catalog: Optional[Path] = old_spelling("--master-catalog"),
+    old_save_dir: Optional[Path] = old_spelling("--save-dir"),
 ) -> None:
     """Shuffle a master catalog and split it into labelled and unlabelled catalogs."""
+    master_catalog = required(
+        renamed(master_catalog, old_master_catalog, "--master-catalog", "MASTER_CATALOG"), "MASTER_CATALOG"
+    )
+    save_dir = required(renamed(out, old_save_dir, "--save-dir", "--out"), "--out FOLDER")
     chosen = resolve_schema(schema, question)
     try:
         catalog, chosen = load_catalog(master_catalog, chosen, check_files=not no_images)

@@ -7,7 +7,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, old_spelling, renamed
 from zoobot.reports import (
     CURVE_COLUMNS,
     label_savings,
@@ -33,9 +33,11 @@ def report_command(
     experiment_dir: Path = typer.Argument(..., help="An experiment with complete iterations."),
     baseline: Optional[Path] = typer.Option(None, help="A random-acquisition experiment to compare with."),
     metric: str = typer.Option("eval_loss", help="Lower-is-better metric for label savings."),
-    plot: Optional[Path] = typer.Option(None, help="Save the learning curves as this PNG."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Save the learning curves as this PNG."),
+    old_plot: Optional[Path] = old_spelling("--plot"),
 ) -> None:
     """Print learning curves and, with --baseline, the labels active learning saved."""
+    plot = renamed(out, old_plot, "--plot", "--out")
     console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
     try:
         curves = {"active": learning_curve(experiment_dir)}

@@ -7,7 +7,7 @@ from typing import Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from zoobot.cli.app import app, fail
+from zoobot.cli.app import app, fail, old_spelling, renamed, required
 from zoobot.files import atomic_path
 from zoobot.schema import SCHEMAS, get_schema
 from zoobot.synthetic import (
@@ -38,7 +38,9 @@ def save_preview(path: Path, n_galaxies: int, size: int, channels: int, seed: in
 
 @app.command("synthesize")
 def synthesize_command(
-    out_dir: Path = typer.Option(..., help="Folder for images/ and master_catalog.parquet."),
+    out: Optional[Path] = typer.Option(
+        None, "--out", help="Folder for images/ and master_catalog.parquet.", show_default=False
+    ),
     n_galaxies: int = typer.Option(2000, min=1, help="Number of galaxies."),
     size: int = typer.Option(64, min=16, help="Image size in pixels."),
     channels: int = typer.Option(3, help="3 (colour, z/r/g as RGB) or 1 (greyscale)."),
@@ -50,9 +52,11 @@ def synthesize_command(
     preview: Optional[Path] = typer.Option(
         None, help="Also save a grid PNG of the first 32 galaxies."
     ),
-    overwrite: bool = typer.Option(False, help="Replace an existing master_catalog.parquet."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing master_catalog.parquet."),
+    old_out_dir: Optional[Path] = old_spelling("--out-dir"),
 ) -> None:
     """Render synthetic galaxies and simulate volunteer votes into a master catalog."""
+    out_dir = required(renamed(out, old_out_dir, "--out-dir", "--out"), "--out FOLDER")
     if channels not in (1, 3):
         fail(f"--channels: expected 1 or 3, got {channels}")
     try:
