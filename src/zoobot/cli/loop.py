@@ -9,11 +9,23 @@ from typing import Optional
 import typer
 
 from zoobot.acquisition import STRATEGIES, list_acquisitions
+from zoobot.checks import SettingsError
 from zoobot.cli.app import app, fail, old_spelling, quiet_lightning, renamed, required
+from zoobot.loop.experiment import create_experiment, override_plan, plan_differences, plan_experiment
+from zoobot.loop.instructions import AcquisitionSpec, ModelSpec, Plan, load_instructions
+from zoobot.loop.layout import (
+    INSTRUCTIONS_DIR,
+    LEDGER,
+    completed_iterations,
+    is_complete,
+    iteration_dir,
+    next_iteration,
+)
 from zoobot.oracles import list_oracles, oracle_class
-from zoobot.loop.layout import LEDGER, completed_iterations, is_complete, iteration_dir, next_iteration
+from zoobot.training_settings import TrainSettings
 
 logger = logging.getLogger(__name__)
+
 
 def plan_from_options(
     catalog_dir: Path, shard_dir: Path, *, quick_test: bool, baseline: bool, warm_start: bool, oracle: str,
@@ -21,14 +33,8 @@ def plan_from_options(
     expected_votes: int, epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
     precision: str, seed: int,
-):
+) -> Plan:
     """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
-    from zoobot.checks import SettingsError
-    from zoobot.loop.experiment import plan_experiment
-    from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
-    from zoobot.shards import ShardError
-    from zoobot.training_settings import TrainSettings
-
     given = {"reveal_votes": reveal_votes, "delay": delay, "duplicate_rate": duplicate_rate}
     oracle_options = {name: value for name, value in given.items() if value is not None}
     try:
@@ -51,15 +57,11 @@ def plan_from_options(
             oracle=oracle, oracle_options=oracle_options, subjects_per_iteration=subjects_per_iteration,
             pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=quick_test,
         )
-    except (SettingsError, ShardError, FileNotFoundError) as error:
-        fail(str(error))
-    except ValueError as error:  # TrainSettings' own range checks
+    except (ValueError, FileNotFoundError) as error:  # SettingsError and ShardError are ValueErrors
         fail(str(error))
 
 
-def create(experiment_dir: Path, plan) -> None:
-    from zoobot.loop.experiment import create_experiment
-
+def create(experiment_dir: Path, plan: Plan) -> None:
     try:
         create_experiment(experiment_dir, plan)
     except (FileExistsError, ValueError) as error:
@@ -244,13 +246,8 @@ def simulate_command(
     logger.info("%d iterations complete; metrics in %s", total, experiment_dir / "metrics.csv")
 
 
-def resume_with(experiment_dir: Path, plan, override: bool) -> None:
+def resume_with(experiment_dir: Path, plan: Plan, override: bool) -> None:
     """Refuse a rerun whose plan differs from the saved one, or apply it with --override."""
-    from zoobot.checks import SettingsError
-    from zoobot.loop.experiment import override_plan, plan_differences
-    from zoobot.loop.instructions import load_instructions
-    from zoobot.loop.layout import INSTRUCTIONS_DIR
-
     differences = plan_differences(load_instructions(experiment_dir / INSTRUCTIONS_DIR), plan)
     if not differences:
         return

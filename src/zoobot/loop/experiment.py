@@ -28,7 +28,7 @@ from zoobot.loop.instructions import (
 )
 from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER
 from zoobot.loop.ledger import LABELLED, UNLABELLED, Ledger
-from zoobot.oracles import Delivery, oracle_class
+from zoobot.oracles import Delivery, oracle_class, oracle_settings
 from zoobot.schema import get_schema
 from zoobot.shards import ShardReader
 
@@ -112,8 +112,8 @@ def create_experiment(experiment_dir: str | Path, plan: Plan) -> Path:
             f"shards in {instructions.shard_dir} hold votes {reader.vote_columns}, expected "
             f"{schema.answer_columns} for schema {schema.name!r}; make shards from this experiment's catalogs"
         )
-    kind = oracle_class(instructions.oracle.kind)
-    kind.check_shards(kind.Settings(**instructions.oracle.settings), reader)
+    oracle = instructions.oracle
+    oracle_class(oracle.kind).check_shards(oracle_settings(oracle.kind, oracle.settings), reader)
     train_ids, pool_ids = list(reader.ids("train")), list(reader.ids("pool"))
     experiment_dir.mkdir(parents=True, exist_ok=True)
     save_instructions(experiment_dir, plan)
