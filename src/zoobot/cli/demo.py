@@ -92,7 +92,7 @@ def demo_command(
     started = time.perf_counter()
     root = out_dir or Path(tempfile.mkdtemp(prefix="zoobot-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
     try:
         schema = get_schema(question)
     except KeyError as error:
