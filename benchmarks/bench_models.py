@@ -31,7 +31,7 @@ from zoobot.models import create_model
 from zoobot.predict import predict_image_batches
 from zoobot.schema import DECALS_DR5, schema_to_dict
 from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
-from zoobot.shards import ShardReader, write_shards
+from zoobot.shards import SPLITS, ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
 from zoobot.training import GalaxyLightningModule
 
@@ -52,7 +52,7 @@ def make_shards(folder: Path, n_galaxies: int, size: int) -> Path:
     catalog = make_synthetic_catalog(n_galaxies, folder / "synthetic", size=size, seed=0)
     experiment = define_experiment(catalog, DECALS_DR5, seed=0)
     labelled = experiment.labelled
-    write_shards(labelled, labelled.iloc[:0], folder / "shards", DECALS_DR5, eval_size=8, size=size, workers=2)
+    write_shards(labelled, labelled.iloc[:0], folder / "shards", DECALS_DR5, val_size=8, size=size, workers=2)
     return folder / "shards"
 
 
@@ -171,7 +171,7 @@ def main() -> None:
         reader = ShardReader(shard_dir)
         if reader.size != args.size:
             raise SystemExit(f"--shard-dir holds {reader.size} px images; pass --size {reader.size}")
-        positions = np.concatenate([reader.split_positions(s) for s in ("train", "eval", "pool")])[: args.n_galaxies]
+        positions = np.concatenate([reader.split_positions(s) for s in SPLITS])[: args.n_galaxies]
         images = torch.as_tensor(reader.images(positions))
         torch.manual_seed(0)
         model = create_model(args.architecture, DECALS_DR5, channels=reader.channels, image_size=args.size)

@@ -22,7 +22,7 @@ from PIL import Image
 
 from zoobot.images import RESAMPLE, load_image
 from zoobot.schema import SMOOTH_OR_FEATURED
-from zoobot.shards import ShardReader, write_shards
+from zoobot.shards import SPLITS, ShardReader, write_shards
 
 DEFAULT_FOLDER = Path(__file__).resolve().parents[2] / "shared" / "data" / "gz1_sdss_6664"
 
@@ -54,7 +54,7 @@ def best_of(repeats: int, measure, *args) -> float:
 
 def time_write(labelled, unlabelled, target: Path, size: int, workers: int) -> tuple[float, int]:
     start = time.perf_counter()
-    summary = write_shards(labelled, unlabelled, target, SMOOTH_OR_FEATURED, eval_size=500, size=size, workers=workers)
+    summary = write_shards(labelled, unlabelled, target, SMOOTH_OR_FEATURED, val_size=500, size=size, workers=workers)
     return rate(summary.n_images, time.perf_counter() - start), summary.n_images
 
 
@@ -77,7 +77,7 @@ def time_random_single(reader: ShardReader, n_images: int, rng) -> float:
 
 def time_sequential(reader: ShardReader, batch_size: int) -> float:
     start = time.perf_counter()
-    n_images = sum(len(ids) for split in ("train", "eval", "pool") for ids, _ in reader.iter_batches(split, batch_size))
+    n_images = sum(len(ids) for split in SPLITS for ids, _ in reader.iter_batches(split, batch_size))
     return rate(n_images, time.perf_counter() - start)
 
 

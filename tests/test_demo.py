@@ -11,7 +11,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(tmp_path), "--n-galaxies", "120", "--initial-labelled", "20",
-         "--eval-size", "30", "--iterations", "2", "--subjects-per-iteration", "10", "--epochs", "1"],
+         "--val-size", "15", "--test-size", "15", "--iterations", "2", "--subjects-per-iteration", "10", "--epochs", "1"],
     )
     assert result.exit_code == 0, result.output
     assert "learning curve: active" in result.output
@@ -24,9 +24,9 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
 
 def test_demo_refuses_impossible_sizes_and_used_folders(tmp_path):
     runner = CliRunner()
-    result = runner.invoke(app, ["demo", "--n-galaxies", "100", "--initial-labelled", "50", "--eval-size", "50"])
+    result = runner.invoke(app, ["demo", "--n-galaxies", "100", "--initial-labelled", "50", "--val-size", "25", "--test-size", "25"])
     assert result.exit_code == 1
-    assert "must exceed --initial-labelled + --eval-size" in result.output
+    assert "must exceed --initial-labelled + --val-size + --test-size" in result.output
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("")
     result = runner.invoke(app, ["demo", "--out", str(tmp_path / "used")])

@@ -23,22 +23,22 @@ from zoobot.loop.ledger import REQUESTED, Ledger
 from zoobot.schema import get_schema
 from zoobot.shards import write_shards
 from zoobot.synthetic import make_synthetic_catalog
-from zoobot.training import TrainSettings
+from zoobot.training_settings import TrainSettings
 
 SCHEMA = get_schema("decals-dr5:smooth-or-featured")
-N_TRAIN, N_EVAL, N_POOL, PER_ITERATION = 20, 20, 80, 10
+N_TRAIN, N_VAL, N_TEST, N_POOL, PER_ITERATION = 20, 10, 10, 80, 10
 
 
 @pytest.fixture(scope="module")
 def simulation(tmp_path_factory):
     """(catalog_dir, shard_dir) of a 120-galaxy simulation at 32 px."""
     root = tmp_path_factory.mktemp("simulation")
-    catalog = make_synthetic_catalog(N_TRAIN + N_EVAL + N_POOL, root / "synthetic", size=32, channels=3, seed=3)
+    catalog = make_synthetic_catalog(N_TRAIN + N_VAL + N_TEST + N_POOL, root / "synthetic", size=32, channels=3, seed=3)
     experiment = define_experiment(catalog, SCHEMA, retirement=1, seed=0, simulation_size=N_POOL)
     save_experiment(experiment, SCHEMA, root / "catalogs", {})
     write_shards(
         experiment.simulation_labelled, experiment.simulation_unlabelled, root / "shards", SCHEMA,
-        eval_size=N_EVAL, size=32, channels=3,
+        val_size=N_VAL, test_size=N_TEST, size=32, channels=3,
     )
     return root / "catalogs", root / "shards"
 
@@ -90,7 +90,7 @@ def test_iterations_acquire_collect_and_record_metrics(simulation, tmp_path):
     assert metrics["n_labelled"].tolist() == [20, 30, 40]
     assert metrics["n_acquired"].tolist() == [PER_ITERATION] * 3
     assert metrics["deliveries_collected"].tolist() == [0, PER_ITERATION, PER_ITERATION]
-    assert np.isfinite(metrics["eval_loss"]).all()
+    assert np.isfinite(metrics["test_loss"]).all()
     first = iteration_dir(experiment, 1)
     acquired = pd.read_csv(first / "acquired.csv", dtype={"id_str": str})["id_str"]
     scores = pd.read_parquet(first / "scores.parquet").set_index("id_str")["score"]
@@ -170,7 +170,7 @@ def test_cli_simulate_and_report(simulation, tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "active"), "--baseline", str(tmp_path / "random")])
     assert result.exit_code == 0, result.output
     assert "learning curve: baseline" in result.output
-    assert "baseline's final eval_loss" in result.output or "never reached the baseline's final" in result.output
+    assert "baseline's final test_loss" in result.output or "never reached the baseline's final" in result.output
 
 
 def test_create_instructions_needs_a_simulation(simulation, tmp_path):

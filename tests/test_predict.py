@@ -35,7 +35,7 @@ def data(tmp_path_factory):
     catalog = make_synthetic_catalog(42, folder / "synthetic", size=SIZE, seed=7)
     experiment = define_experiment(catalog, DECALS_DR5, seed=0)
     labelled, pool = experiment.labelled.iloc[:28], experiment.labelled.iloc[28:]
-    write_shards(labelled, pool, folder / "shards", DECALS_DR5, eval_size=8, size=SIZE)
+    write_shards(labelled, pool, folder / "shards", DECALS_DR5, val_size=8, size=SIZE)
     return {"folder": folder, "shards": folder / "shards", "pool_catalog": pool}
 
 
@@ -70,9 +70,9 @@ def test_streams_every_pool_galaxy_with_distinct_dropout_samples(data, model):
 
 def test_head_only_sampling_equals_the_models_own_forward(data, model):
     reader = ShardReader(data["shards"])
-    images = torch.as_tensor(reader.images(reader.split_positions("eval")))
+    images = torch.as_tensor(reader.images(reader.split_positions("val")))
     torch.manual_seed(1)
-    _, predictions = collect(predict_batches(model, reader, split="eval", n_samples=5, batch_size=8, channels_last=False))
+    _, predictions = collect(predict_batches(model, reader, split="val", n_samples=5, batch_size=8, channels_last=False))
     model.eval()
     torch.manual_seed(1)
     with torch.no_grad():
@@ -114,12 +114,12 @@ def test_tta_views_split_the_samples():
 
 def test_tta_and_bf16_predictions(data, model):
     reader = ShardReader(data["shards"])
-    _, tta = collect(predict_batches(model, reader, split="eval", n_samples=7, tta_views=3))
+    _, tta = collect(predict_batches(model, reader, split="val", n_samples=7, tta_views=3))
     assert tta.shape == (8, 7, DECALS_DR5.n_answers) and np.isfinite(tta).all()
     torch.manual_seed(2)
-    _, fp32 = collect(predict_batches(model, reader, split="eval", n_samples=3))
+    _, fp32 = collect(predict_batches(model, reader, split="val", n_samples=3))
     torch.manual_seed(2)
-    _, bf16 = collect(predict_batches(model, reader, split="eval", n_samples=3, precision="bf16"))
+    _, bf16 = collect(predict_batches(model, reader, split="val", n_samples=3, precision="bf16"))
     assert bf16.dtype == np.float32
     fraction = lambda p: DECALS_DR5.expected_fractions(p)  # noqa: E731
     np.testing.assert_allclose(fraction(bf16), fraction(fp32), atol=0.05)
@@ -128,7 +128,7 @@ def test_tta_and_bf16_predictions(data, model):
 def test_greyscale_model_converts_rgb_shards(data):
     reader = ShardReader(data["shards"])
     grey = create_model("zoobot-2019", SMOOTH_OR_FEATURED, channels=1, image_size=SIZE)
-    _, predictions = collect(predict_batches(grey, reader, split="eval", n_samples=2))
+    _, predictions = collect(predict_batches(grey, reader, split="val", n_samples=2))
     assert predictions.shape == (8, 2, 1) and ((predictions > 0) & (predictions < 1)).all()
 
 
@@ -177,7 +177,7 @@ def test_binomial_fractions_are_rho_and_one_minus_rho(data, tmp_path):
     reader = ShardReader(data["shards"])
     binomial = create_model("zoobot-2019", SMOOTH_OR_FEATURED, channels=3, image_size=SIZE)
     torch.manual_seed(4)
-    predict_to_parquet(binomial, reader, "eval", tmp_path / "b.parquet", n_samples=4, save_samples=True)
+    predict_to_parquet(binomial, reader, "val", tmp_path / "b.parquet", n_samples=4, save_samples=True)
     table = pd.read_parquet(tmp_path / "b.parquet")
     rho = np.load(tmp_path / "b_samples.npy")[:, :, 0]  # (galaxy, sample)
     np.testing.assert_allclose(table["smooth-or-featured_smooth_fraction"], rho.mean(axis=1), rtol=1e-5)
@@ -254,13 +254,13 @@ def test_dirichlet_metrics_use_the_per_question_fractions():
 def test_evaluate_split_scores_against_the_manifest_votes(data, model):
     reader = ShardReader(data["shards"])
     torch.manual_seed(5)
-    report = evaluate_split(model, reader, DECALS_DR5, "eval", n_samples=3, batch_size=3)
+    report = evaluate_split(model, reader, DECALS_DR5, "val", n_samples=3, batch_size=3)
     torch.manual_seed(5)
-    _, predictions = collect(predict_batches(model, reader, split="eval", n_samples=3, batch_size=3))
-    expected = evaluate_predictions(predictions, reader.votes(reader.split_positions("eval")), DECALS_DR5)
+    _, predictions = collect(predict_batches(model, reader, split="val", n_samples=3, batch_size=3))
+    expected = evaluate_predictions(predictions, reader.votes(reader.split_positions("val")), DECALS_DR5)
     assert report == expected and report["n_galaxies"] == 8
     with pytest.raises(ValueError, match="no vote columns.*'gz2'.*made for 'decals-dr5'"):
-        evaluate_split(model, reader, GZ2, "eval")
+        evaluate_split(model, reader, GZ2, "val")
 
 
 # ---------------------------------------------------------------- CLI
@@ -268,16 +268,16 @@ def test_evaluate_split_scores_against_the_manifest_votes(data, model):
 def test_cli_predict_from_shards_and_from_a_catalog(data, tmp_path):
     reader = ShardReader(data["shards"])
     settings = TrainSettings(architecture="zoobot-2019", epochs=1, batch_size=8, accelerator="cpu", devices="1", progress_bar=False)
-    train_ids, eval_ids = reader.ids("train"), reader.ids("eval")
+    train_ids, val_ids = reader.ids("train"), reader.ids("val")
     result = train_model(
         data["shards"], DECALS_DR5, train_ids, reader.votes(reader.positions(train_ids)),
-        eval_ids, reader.votes(reader.positions(eval_ids)), settings, tmp_path / "run",
+        val_ids, reader.votes(reader.positions(val_ids)), settings, tmp_path / "run",
     )
     runner = CliRunner()
     out = tmp_path / "eval.parquet"
     done = runner.invoke(app, [
         "predict", str(result.best_checkpoint), "--shard-dir", str(data["shards"]),
-        "--split", "eval", "--out", str(out), "--n-samples", "4", "--save-samples", "--tta-views", "2",
+        "--split", "val", "--out", str(out), "--n-samples", "4", "--save-samples", "--tta-views", "2",
     ])
     assert done.exit_code == 0, done.output
     assert "overall: loss" in done.output  # eval has votes: metrics are printed

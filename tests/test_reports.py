@@ -13,7 +13,7 @@ runner = CliRunner()
 
 
 def curve(labels, losses):
-    return pd.DataFrame({"n_labelled": labels, "eval_loss": losses})
+    return pd.DataFrame({"n_labelled": labels, "test_loss": losses})
 
 
 def test_label_savings_interpolates_between_iterations():
@@ -43,7 +43,7 @@ def write_iterations(experiment: Path, losses) -> Path:
     for n, loss in enumerate(losses, start=1):
         folder = experiment / "iterations" / f"iteration_{n:03d}"
         folder.mkdir(parents=True)
-        (folder / "metrics.json").write_text(json.dumps({"iteration": n, "n_labelled": 100 * n, "eval_loss": loss}))
+        (folder / "metrics.json").write_text(json.dumps({"iteration": n, "n_labelled": 100 * n, "test_loss": loss}))
         (folder / "final_state.json").write_text("{}")
     return experiment
 
@@ -52,7 +52,7 @@ def test_learning_curve_reads_the_iteration_folders(tmp_path):
     """Complete iterations count even when metrics.csv was never refreshed."""
     write_iterations(tmp_path, [0.9, 0.7])
     (tmp_path / "iterations" / ".iteration_003.partial").mkdir()
-    assert learning_curve(tmp_path)["eval_loss"].tolist() == [0.9, 0.7]
+    assert learning_curve(tmp_path)["test_loss"].tolist() == [0.9, 0.7]
 
 
 def test_learning_curve_says_what_the_folder_is(tmp_path):

@@ -55,7 +55,7 @@ def catalogs(tmp_path):
 @pytest.fixture
 def shard_dir(tmp_path, catalogs):
     labelled, unlabelled = catalogs
-    write_shards(labelled, unlabelled, tmp_path / "shards", SCHEMA, eval_size=6, size=32, shard_size=4)
+    write_shards(labelled, unlabelled, tmp_path / "shards", SCHEMA, val_size=6, test_size=5, size=32, shard_size=4)
     return tmp_path / "shards"
 
 
@@ -63,15 +63,16 @@ def shard_dir(tmp_path, catalogs):
 def test_round_trip_across_shards(tmp_path, catalogs, channels):
     labelled, unlabelled = catalogs
     summary = write_shards(
-        labelled, unlabelled, tmp_path / "shards", SCHEMA, eval_size=6, size=32, channels=channels, shard_size=4
+        labelled, unlabelled, tmp_path / "shards", SCHEMA, val_size=6, test_size=5, size=32, channels=channels,
+        shard_size=4,
     )
-    assert summary.counts == {"train": 24, "eval": 6, "pool": 12}
-    assert summary.n_shards == 6 + 2 + 3 and summary.n_bad == 0
+    assert summary.counts == {"train": 19, "val": 6, "test": 5, "pool": 12}
+    assert summary.n_shards == 5 + 2 + 2 + 3 and summary.n_bad == 0
 
     reader = ShardReader(tmp_path / "shards")
     assert (reader.size, reader.channels, reader.vote_columns) == (32, channels, VOTES)
     assert sorted(p.name for p in (tmp_path / "shards" / "train").iterdir()) == [
-        f"shard_{i:05d}.npy" for i in range(6)
+        f"shard_{i:05d}.npy" for i in range(5)
     ]
     both = pd.concat([labelled, unlabelled], ignore_index=True)
     positions = reader.positions(both["id_str"])
@@ -82,21 +83,21 @@ def test_round_trip_across_shards(tmp_path, catalogs, channels):
         with Image.open(both["file_loc"][7]) as png:
             np.testing.assert_array_equal(reader.image(both["id_str"][7]), np.asarray(png).transpose(2, 0, 1))
     # every shard file is a plain .npy that numpy memory-maps
-    array = np.load(tmp_path / "shards" / "train" / "shard_00005.npy", mmap_mode="r")
-    assert array.shape == (4, channels, 32, 32) and array.dtype == np.uint8
+    array = np.load(tmp_path / "shards" / "train" / "shard_00004.npy", mmap_mode="r")
+    assert array.shape == (3, channels, 32, 32) and array.dtype == np.uint8  # 19 = 4 + 4 + 4 + 4 + 3
 
 
 def test_splits_follow_catalog_order_and_limits(tmp_path, catalogs):
     labelled, unlabelled = catalogs
     write_shards(
-        labelled, unlabelled, tmp_path / "s", SCHEMA, eval_size=5, size=32, max_labelled=10, max_unlabelled=3
+        labelled, unlabelled, tmp_path / "s", SCHEMA, val_size=5, size=32, max_labelled=10, max_unlabelled=3
     )
     reader = ShardReader(tmp_path / "s")
-    assert list(reader.ids("eval")) == list(labelled["id_str"][:5])
+    assert list(reader.ids("val")) == list(labelled["id_str"][:5])
     assert list(reader.ids("train")) == list(labelled["id_str"][5:15])
     assert list(reader.ids("pool")) == list(unlabelled["id_str"][:3])
     config = reader.config
-    assert {s: config["splits"][s]["count"] for s in ("train", "eval", "pool")} == {"train": 10, "eval": 5, "pool": 3}
+    assert {s: config["splits"][s]["count"] for s in ("train", "val", "test", "pool")} == {"train": 10, "val": 5, "test": 0, "pool": 3}
     assert config["schema"] == SCHEMA.name and config["size"] == 32
     assert set(config["checksums"]["sha256"]) >= {"manifest.parquet", "train/shard_00000.npy"}
 
@@ -104,14 +105,14 @@ def test_splits_follow_catalog_order_and_limits(tmp_path, catalogs):
 def test_workers_give_identical_shards(tmp_path, catalogs):
     labelled, unlabelled = catalogs
     for workers in (1, 2):
-        write_shards(labelled, unlabelled, tmp_path / f"w{workers}", SCHEMA, eval_size=6, size=16, shard_size=8, workers=workers)
+        write_shards(labelled, unlabelled, tmp_path / f"w{workers}", SCHEMA, val_size=6, size=16, shard_size=8, workers=workers)
     one, two = (ShardReader(tmp_path / f"w{w}") for w in (1, 2))
     assert one.config["checksums"]["sha256"] == two.config["checksums"]["sha256"]
 
 
 def test_progress_callback_counts_every_image(tmp_path, catalogs):
     calls = []
-    write_shards(*catalogs, tmp_path / "s", SCHEMA, eval_size=6, size=16, progress=lambda d, n: calls.append((d, n)))
+    write_shards(*catalogs, tmp_path / "s", SCHEMA, val_size=6, size=16, progress=lambda d, n: calls.append((d, n)))
     assert calls == [(i, 42) for i in range(1, 43)]
 
 
@@ -135,7 +136,7 @@ def test_bad_images_fail_the_run_naming_all_of_them(tmp_path, catalogs):
     corrupt.loc[3, "file_loc"] = labelled.loc[3, "file_loc"]  # only decoding errors, found while writing
     corrupt.loc[20, "file_loc"] = str(tmp_path / "corrupt.png")
     with pytest.raises(BadImagesError) as caught:
-        write_shards(corrupt, unlabelled, tmp_path / "shards", SCHEMA, eval_size=6, size=32, shard_size=4)
+        write_shards(corrupt, unlabelled, tmp_path / "shards", SCHEMA, val_size=6, size=32, shard_size=4)
     message = str(caught.value)
     assert "lab0008" in message and "lab0020" in message and "--skip-bad" in message
     assert list(caught.value.bad["id_str"]) == ["lab0008", "lab0020"]
@@ -149,19 +150,19 @@ def test_missing_files_fail_before_decoding(tmp_path, catalogs):
     missing.loc[3, "file_loc"] = str(tmp_path / "nowhere.png")
     calls = []
     with pytest.raises(BadImagesError, match=r"lab0003 \(.*nowhere.png\): file not found"):
-        write_shards(missing, unlabelled, tmp_path / "shards", SCHEMA, eval_size=6, size=32, progress=lambda d, n: calls.append(d))
+        write_shards(missing, unlabelled, tmp_path / "shards", SCHEMA, val_size=6, size=32, progress=lambda d, n: calls.append(d))
     assert calls == [] and not (tmp_path / "shards").exists() and leftovers(tmp_path) == []
 
 
 def test_skip_bad_lists_bad_images(tmp_path, catalogs):
     labelled, unlabelled = catalogs
     summary = write_shards(
-        break_images(labelled, tmp_path), unlabelled, tmp_path / "shards", SCHEMA, eval_size=6, size=32, skip_bad=True
+        break_images(labelled, tmp_path), unlabelled, tmp_path / "shards", SCHEMA, val_size=6, size=32, skip_bad=True
     )
-    assert summary.n_bad == 2 and summary.counts == {"train": 23, "eval": 5, "pool": 12}
+    assert summary.n_bad == 2 and summary.counts == {"train": 23, "val": 5, "test": 0, "pool": 12}
     bad = pd.read_csv(tmp_path / "shards" / BAD_IMAGES_NAME)
     assert list(bad["id_str"]) == ["lab0008", "lab0003"]
-    assert list(bad["split"]) == ["train", "eval"]
+    assert list(bad["split"]) == ["train", "val"]
     assert bad["reason"].str.contains("file not found").sum() == 1
     assert bad["reason"].str.contains("cannot decode").sum() == 1
     reader = ShardReader(tmp_path / "shards")
@@ -174,21 +175,21 @@ def test_refuses_a_non_empty_shard_dir_but_fills_an_empty_one(tmp_path, catalogs
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match="not empty"):
-        write_shards(*catalogs, tmp_path / "full", SCHEMA, eval_size=6, size=16)
+        write_shards(*catalogs, tmp_path / "full", SCHEMA, val_size=6, size=16)
     assert (tmp_path / "full" / "notes.txt").read_text() == "keep me"
     (tmp_path / "empty").mkdir()
-    write_shards(*catalogs, tmp_path / "empty", SCHEMA, eval_size=6, size=16)
+    write_shards(*catalogs, tmp_path / "empty", SCHEMA, val_size=6, size=16)
     assert len(ShardReader(tmp_path / "empty")) == 42
 
 
 def test_bad_settings_and_catalogs(tmp_path, catalogs):
     labelled, unlabelled = catalogs
-    with pytest.raises(ShardError, match="eval_size 31 is larger"):
-        write_shards(labelled, unlabelled, tmp_path / "s", SCHEMA, eval_size=31)
+    with pytest.raises(ShardError, match=r"val_size \+ test_size = 20 \+ 11 is larger"):
+        write_shards(labelled, unlabelled, tmp_path / "s", SCHEMA, val_size=20, test_size=11)
     with pytest.raises(ShardError, match="lab0000.*both"):
-        write_shards(labelled, pd.concat([unlabelled, labelled[:1]]), tmp_path / "s", SCHEMA, eval_size=6)
+        write_shards(labelled, pd.concat([unlabelled, labelled[:1]]), tmp_path / "s", SCHEMA, val_size=6)
     with pytest.raises(ValueError, match="channels must be 1"):
-        write_shards(labelled, unlabelled, tmp_path / "s", SCHEMA, eval_size=6, channels=2)
+        write_shards(labelled, unlabelled, tmp_path / "s", SCHEMA, val_size=6, channels=2)
     assert not (tmp_path / "s").exists()
 
 
@@ -210,10 +211,10 @@ def test_reader_rejects_incomplete_and_altered_dirs(tmp_path, shard_dir):
 
 def test_verify_detects_changed_pixels(tmp_path, shard_dir):
     ShardReader(shard_dir).verify()
-    with open(shard_dir / "eval" / "shard_00001.npy", "r+b") as file:
+    with open(shard_dir / "val" / "shard_00001.npy", "r+b") as file:
         file.seek(-1, os.SEEK_END)
         file.write(b"\x00" if file.read(1) != b"\x00" else b"\x01")
-    with pytest.raises(ShardError, match="eval/shard_00001.npy"):
+    with pytest.raises(ShardError, match="val/shard_00001.npy"):
         ShardReader(shard_dir).verify()
 
 
@@ -232,7 +233,7 @@ def test_positions_of_unknown_ids(shard_dir):
 
 def test_iter_batches_covers_every_id_in_order(shard_dir):
     reader = ShardReader(shard_dir)
-    for split in ("train", "eval", "pool"):
+    for split in ("train", "val", "test", "pool"):
         batches = list(reader.iter_batches(split, batch_size=3))  # crosses the 4-image shards
         ids = np.concatenate([b[0] for b in batches])
         images = np.concatenate([b[1] for b in batches])
@@ -294,7 +295,7 @@ KILL_SCRIPT = textwrap.dedent(
             print("started", flush=True)
         time.sleep(0.01)  # slow enough to be killed mid-write
 
-    write_shards(catalog, catalog.iloc[:0], sys.argv[2], SMOOTH_OR_FEATURED, eval_size=4,
+    write_shards(catalog, catalog.iloc[:0], sys.argv[2], SMOOTH_OR_FEATURED, val_size=4,
                  size=32, shard_size=8, progress=progress)
     print("finished", flush=True)
     """
@@ -325,7 +326,7 @@ def test_sigkill_mid_write_leaves_nothing_that_looks_complete(tmp_path, caplog):
         ShardReader(leftover)
 
     # a rerun is not blocked by the leftover, and warns about it
-    write_shards(catalog, catalog.iloc[:0], shard_dir, SCHEMA, eval_size=4, size=32, shard_size=8)
+    write_shards(catalog, catalog.iloc[:0], shard_dir, SCHEMA, val_size=4, size=32, shard_size=8)
     assert len(ShardReader(shard_dir)) == 300
     assert any("unfinished shard folders" in r.message for r in caplog.records)
 
@@ -342,17 +343,17 @@ def test_cli_make_shards(tmp_path, catalogs):
     args = write_experiment(tmp_path, catalogs)
     runner = CliRunner()
     result = runner.invoke(
-        app, ["make-shards", *args, "--eval-size", "6", "--shard-dir", str(tmp_path / "shards"),
+        app, ["make-shards", *args, "--val-size", "6", "--shard-dir", str(tmp_path / "shards"),
               "--size", "16", "--channels", "1", "--shard-size", "10", "--workers", "2", "--max-unlabelled", "5"],
     )
     assert result.exit_code == 0, result.output
     reader = ShardReader(tmp_path / "shards")
-    assert reader.counts == {"train": 24, "eval": 6, "pool": 5}
+    assert reader.counts == {"train": 24, "val": 6, "test": 0, "pool": 5}
     assert reader.channels == 1 and reader.schema_spec == SCHEMA.name
     assert reader.config["sources"]["labelled_catalog"].endswith("labelled.parquet")
     assert runner.invoke(app, ["check-shards", "--shard-dir", str(tmp_path / "shards")]).exit_code == 0
 
-    again = runner.invoke(app, ["make-shards", *args, "--eval-size", "6", "--shard-dir", str(tmp_path / "shards")])
+    again = runner.invoke(app, ["make-shards", *args, "--val-size", "6", "--shard-dir", str(tmp_path / "shards")])
     assert again.exit_code == 1 and "not empty" in again.output
 
 
@@ -360,7 +361,7 @@ def test_cli_bad_image_and_skip_bad(tmp_path, catalogs):
     labelled, unlabelled = catalogs
     args = write_experiment(tmp_path, (break_images(labelled, tmp_path), unlabelled))
     runner = CliRunner()
-    base = ["make-shards", *args, "--eval-size", "6", "--size", "16"]
+    base = ["make-shards", *args, "--val-size", "6", "--size", "16"]
     failed = runner.invoke(app, [*base, "--shard-dir", str(tmp_path / "s1")])
     assert failed.exit_code == 1 and "lab0003" in failed.output and "--skip-bad" in failed.output
     assert not (tmp_path / "s1").exists()
@@ -380,6 +381,6 @@ def test_real_gz1_jpegs(tmp_path, shared_data):
         VOTES[0]: (labels["CLASS"] == 0).astype(int),
         VOTES[1]: labels["CLASS"].isin([1, 2, 3]).astype(int),
     })
-    write_shards(catalog, catalog.iloc[:0], tmp_path / "s", SCHEMA, eval_size=4, size=64, shard_size=10)
+    write_shards(catalog, catalog.iloc[:0], tmp_path / "s", SCHEMA, val_size=4, size=64, shard_size=10)
     reader = ShardReader(tmp_path / "s")
     np.testing.assert_array_equal(reader.image(catalog["id_str"][5]), load_image(catalog["file_loc"][5], 64, 3))

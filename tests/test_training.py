@@ -43,7 +43,7 @@ def shards(tmp_path_factory) -> Path:
     experiment = define_experiment(catalog, DECALS_DR5, seed=0)
     labelled = experiment.labelled.iloc[:40]
     pool = experiment.labelled.iloc[40:]
-    write_shards(labelled, pool, folder / "shards", DECALS_DR5, eval_size=10, size=SIZE)
+    write_shards(labelled, pool, folder / "shards", DECALS_DR5, val_size=10, size=SIZE)
     return folder / "shards"
 
 
@@ -54,10 +54,10 @@ def split_votes(reader: ShardReader, split: str):
 def train(shards: Path, save_dir: Path, settings: TrainSettings, schema=DECALS_DR5, **kwargs):
     reader = ShardReader(shards)
     train_ids, train_counts = split_votes(reader, "train")
-    eval_ids, eval_counts = split_votes(reader, "eval")
+    val_ids, val_counts = split_votes(reader, "val")
     if schema is SMOOTH_OR_FEATURED:  # smooth vs featured-or-disk votes of the DECaLS question
-        train_counts, eval_counts = train_counts[:, :2], eval_counts[:, :2]
-    return train_model(shards, schema, train_ids, train_counts, eval_ids, eval_counts, settings, save_dir, **kwargs)
+        train_counts, val_counts = train_counts[:, :2], val_counts[:, :2]
+    return train_model(shards, schema, train_ids, train_counts, val_ids, val_counts, settings, save_dir, **kwargs)
 
 
 def state_hash(model: torch.nn.Module) -> str:
@@ -149,8 +149,8 @@ def test_training_writes_best_checkpoint_history_and_logs(trained):
     result, save_dir = trained
     assert result.best_checkpoint.is_file() and result.best_checkpoint.parent == save_dir / "checkpoints"
     assert result.epochs_trained == 2 and [h["epoch"] for h in result.history] == [0, 1]
-    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["eval_loss"]) for h in result.history)
-    assert result.best_eval_loss == pytest.approx(min(h["eval_loss"] for h in result.history))
+    assert all(np.isfinite(h["train_loss"]) and np.isfinite(h["val_loss"]) for h in result.history)
+    assert result.best_val_loss == pytest.approx(min(h["val_loss"] for h in result.history))
     assert len(list((save_dir / "checkpoints").glob("*.ckpt"))) == 2  # save_top_k=2
     assert not list(save_dir.rglob(".*tmp*"))  # no half-written files
     record = json.loads((save_dir / "train_result.json").read_text())
@@ -191,7 +191,7 @@ def test_warm_start_from_another_schema_is_a_clear_error(trained, shards, tmp_pa
 
 def test_bf16_mixed_trains_on_cpu(shards, tmp_path):
     result = train(shards, tmp_path, tiny_settings(precision="bf16-mixed", augment=False))
-    assert np.isfinite(result.history[0]["train_loss"]) and np.isfinite(result.best_eval_loss)
+    assert np.isfinite(result.history[0]["train_loss"]) and np.isfinite(result.best_val_loss)
 
 
 def test_greyscale_binomial_model(shards, tmp_path):
@@ -203,11 +203,11 @@ def test_greyscale_binomial_model(shards, tmp_path):
 def test_bad_inputs_name_the_problem(shards, tmp_path):
     reader = ShardReader(shards)
     ids, counts = split_votes(reader, "train")
-    eval_ids, eval_counts = split_votes(reader, "eval")
+    val_ids, val_counts = split_votes(reader, "val")
     settings = tiny_settings()
 
     def run(train_ids=ids, train_counts=counts, **kwargs):
-        return train_model(shards, DECALS_DR5, train_ids, train_counts, eval_ids, eval_counts, settings, tmp_path, **kwargs)
+        return train_model(shards, DECALS_DR5, train_ids, train_counts, val_ids, val_counts, settings, tmp_path, **kwargs)
 
     nan_counts = counts.astype(float)
     nan_counts[2, 0] = np.nan
@@ -293,11 +293,11 @@ DDP_SCRIPT = textwrap.dedent(
 
     shards, save_dir = Path(sys.argv[1]), Path(sys.argv[2])
     reader = ShardReader(shards)
-    train, evals = reader.split_positions("train"), reader.split_positions("eval")
+    train, vals = reader.split_positions("train"), reader.split_positions("val")
     settings = TrainSettings(architecture="zoobot-2019", epochs=2, batch_size=4, accelerator="cpu",
                              devices="2", strategy="ddp", progress_bar=False, seed=0)
-    train_model(shards, DECALS_DR5, reader.ids("train"), reader.votes(train), reader.ids("eval"),
-                reader.votes(evals), settings, save_dir, callbacks=[HashWeights()])
+    train_model(shards, DECALS_DR5, reader.ids("train"), reader.votes(train), reader.ids("val"),
+                reader.votes(vals), settings, save_dir, callbacks=[HashWeights()])
     """
 )
 

@@ -157,7 +157,7 @@ def predict_image_batches(
 
 def _positions_for(reader: ShardReader, ids: Sequence[str] | None, split: str | None) -> np.ndarray:
     if (ids is None) == (split is None):
-        raise ValueError("give exactly one of ids (a list of id_str) or split ('train', 'eval' or 'pool')")
+        raise ValueError("give exactly one of ids (a list of id_str) or split ('train', 'val', 'test' or 'pool')")
     if split is not None:
         return reader.split_positions(split)
     if isinstance(ids, str):

@@ -10,7 +10,7 @@ import pandas as pd
 
 from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER, metrics_table
 
-CURVE_COLUMNS = ["iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae"]
+CURVE_COLUMNS = ["iteration", "n_labelled", "votes_used", "test_loss", "test_mae"]
 EXPERIMENT_MARKERS = (INSTRUCTIONS_DIR, LEDGER, "iterations")  # what only an experiment folder holds
 
 
@@ -62,7 +62,7 @@ def require_metric(curves: dict[str, pd.DataFrame], metric: str) -> None:
             raise KeyError(f"the {name} learning curve has no metric {metric!r}; it has {list(curve.columns)}")
 
 
-def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "eval_loss") -> LabelSavings:
+def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "test_loss") -> LabelSavings:
     """Labels the active run needed to reach the baseline's final ``metric`` (lower is better).
 
     The active curve is interpolated linearly in n_labelled between iterations.
@@ -83,7 +83,7 @@ def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "e
     return LabelSavings(metric, target, baseline_labels, float(needed))
 
 
-def plot_learning_curves(curves: dict[str, pd.DataFrame], out_path: str | Path, metric: str = "eval_loss") -> Path:
+def plot_learning_curves(curves: dict[str, pd.DataFrame], out_path: str | Path, metric: str = "test_loss") -> Path:
     """Save a PNG of metric against labelled galaxies, one line per named experiment.
 
     Creates the PNG's folder if needed.

@@ -1,7 +1,7 @@
 """Training data over one shard folder: galaxies with caller-given votes, batched and augmented.
 
 :class:`ShardVoteDataset` reads whole batches of uint8 images from the memory-mapped shards;
-:class:`ShardDataModule` serves its training (augmented, shuffled) and evaluation loaders to
+:class:`ShardDataModule` serves its training (augmented, shuffled) and validation loaders to
 Lightning.
 """
 
@@ -78,18 +78,18 @@ def collate_batch(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tenso
 
 
 class ShardDataModule(L.LightningDataModule):
-    """Training (augmented, shuffled) and evaluation (plain) loaders over one shard folder."""
+    """Training (augmented, shuffled) and validation (plain) loaders over one shard folder."""
 
     def __init__(
         self,
         train: ShardVoteDataset,
-        eval: ShardVoteDataset,
+        val: ShardVoteDataset,
         batch_size: int,
         num_workers: int = 0,
     ):
         super().__init__()
         self.train_set = train
-        self.eval_set = eval
+        self.val_set = val
         self.batch_size = batch_size
         self.num_workers = num_workers
 
@@ -112,4 +112,4 @@ class ShardDataModule(L.LightningDataModule):
         return self._loader(self.train_set, shuffle=True, drop_last=per_rank >= self.batch_size)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.eval_set, shuffle=False, drop_last=False)
+        return self._loader(self.val_set, shuffle=False, drop_last=False)

@@ -1,18 +1,18 @@
 """Training with Lightning: the LightningModule, the run record, atomic checkpoints, ``train_model``.
 
     settings = TrainSettings(architecture="zoobot-2019", epochs=5)   # zoobot.training_settings
-    result = train_model(shard_dir, schema, train_ids, train_counts, eval_ids, eval_counts,
+    result = train_model(shard_dir, schema, train_ids, train_counts, val_ids, val_counts,
                          settings, save_dir, warm_start=previous.best_checkpoint)
     model = load_model(result.best_checkpoint)   # zoobot.checkpoints; needs nothing but the file
 
-The caller gives the vote counts (galaxy, answer) of the training and evaluation galaxies, so
+The caller gives the vote counts (galaxy, answer) of the training and validation galaxies, so
 the active-learning loop trains on the votes in its ledger, not the ones in the shard manifest.
 Images come from the shards as uint8 (``zoobot.shard_dataset``) and stay uint8 through the
 augmentations (``zoobot.augmentation``); the model normalises them itself.
 
 Loss: the mean over galaxies of ``zoobot.losses.vote_nll`` summed over questions, with one
-dropout mask per galaxy (the head's dropout is always on). The evaluation loss averages the
-same quantity over ``EVAL_SAMPLES`` dropout masks (head only, so nearly free), which makes early
+dropout mask per galaxy (the head's dropout is always on). The validation loss averages the
+same quantity over ``VAL_SAMPLES`` dropout masks (head only, so nearly free), which makes early
 stopping less noisy; its expectation equals the training loss's.
 
 Every checkpoint holds the model config (``model.config``), the schema (name and questions) and
@@ -23,7 +23,7 @@ name and renamed, so a killed run never leaves a checkpoint that looks complete.
 
 Output folder (``save_dir``)::
 
-    checkpoints/epoch=E-eval_loss=L.ckpt   top-k by evaluation loss
+    checkpoints/epoch=E-val_loss=L.ckpt    top-k by validation loss
     logs/version_N/metrics.csv             CSVLogger (and TensorBoard files with tensorboard=True)
     train_result.json                      best checkpoint, best loss, history (written at the end)
 """
@@ -59,7 +59,7 @@ from zoobot.training_settings import TrainResult, TrainSettings
 
 logger = logging.getLogger(__name__)
 
-EVAL_SAMPLES = 5
+VAL_SAMPLES = 5
 CHECKPOINT_DIR = "checkpoints"
 RESULT_FILE = "train_result.json"
 
@@ -94,8 +94,8 @@ class GalaxyLightningModule(L.LightningModule):
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, counts = batch
-        loss = self._loss(images, counts, n_samples=EVAL_SAMPLES)
-        self.log("eval_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(images))
+        loss = self._loss(images, counts, n_samples=VAL_SAMPLES)
+        self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(images))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         settings = self.hparams["settings"]
@@ -131,7 +131,7 @@ class RunRecord(Callback):
             {
                 "epoch": trainer.current_epoch,
                 "train_loss": float(metrics["train_loss"]) if "train_loss" in metrics else None,
-                "eval_loss": float(metrics["eval_loss"]) if "eval_loss" in metrics else None,
+                "val_loss": float(metrics["val_loss"]) if "val_loss" in metrics else None,
             }
         )
 
@@ -140,7 +140,7 @@ class RunRecord(Callback):
         score = checkpoint.best_model_score
         return {
             "best_checkpoint": checkpoint.best_model_path,
-            "best_eval_loss": float(score) if score is not None else None,
+            "best_val_loss": float(score) if score is not None else None,
             "epochs_trained": len(self.history),
             "history": self.history,
         }
@@ -208,8 +208,8 @@ def train_model(
     schema: Schema,
     train_ids: Sequence[str],
     train_counts: np.ndarray,
-    eval_ids: Sequence[str],
-    eval_counts: np.ndarray,
+    val_ids: Sequence[str],
+    val_counts: np.ndarray,
     settings: TrainSettings,
     save_dir: Path,
     warm_start: Path | None = None,
@@ -217,9 +217,9 @@ def train_model(
     callbacks: Sequence[Callback] = (),
     overwrite: bool = False,
 ) -> TrainResult:
-    """Train a GalaxyModel on the given galaxies and votes; return the best checkpoint by eval loss.
+    """Train a GalaxyModel on the given galaxies and votes; return the best checkpoint by validation loss.
 
-    train_counts / eval_counts: (galaxy, answer) integer vote counts in ``schema.answer_columns``
+    train_counts / val_counts: (galaxy, answer) integer vote counts in ``schema.answer_columns``
     order, one row per id. ``shards``: a shard folder or an open ShardReader of it. The image
     size comes from the shards. ``warm_start`` loads the weights
     of an earlier checkpoint (same architecture, schema, channels) before training.
@@ -241,10 +241,10 @@ def train_model(
         for old in checkpoint_dir.glob("*.ckpt"):
             old.unlink()
     train_counts = _check_votes(train_ids, train_counts, schema, "train")
-    eval_counts = _check_votes(eval_ids, eval_counts, schema, "eval")
+    val_counts = _check_votes(val_ids, val_counts, schema, "val")
     reader = shards if isinstance(shards, ShardReader) else ShardReader(shards)
     train_positions = _positions(reader, train_ids, "train")
-    eval_positions = _positions(reader, eval_ids, "eval")
+    val_positions = _positions(reader, val_ids, "val")
 
     L.seed_everything(settings.seed, workers=True, verbose=False)
     channels = 1 if settings.greyscale else reader.channels
@@ -264,21 +264,21 @@ def train_model(
     augmentation = GalaxyAugmentation(reader.size) if settings.augment else None
     data = ShardDataModule(
         ShardVoteDataset(reader, train_positions, train_counts, augmentation, settings.greyscale),
-        ShardVoteDataset(reader, eval_positions, eval_counts, None, settings.greyscale),
+        ShardVoteDataset(reader, val_positions, val_counts, None, settings.greyscale),
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
     )
     record = RunRecord(save_dir)
     checkpointing = ModelCheckpoint(
         dirpath=checkpoint_dir,
-        filename="epoch={epoch}-eval_loss={eval_loss:.4f}",
+        filename="epoch={epoch}-val_loss={val_loss:.4f}",
         auto_insert_metric_name=False,
-        monitor="eval_loss",
+        monitor="val_loss",
         mode="min",
         save_top_k=settings.save_top_k,
         save_weights_only=True,
     )
-    stopping = EarlyStopping(monitor="eval_loss", mode="min", patience=settings.patience)
+    stopping = EarlyStopping(monitor="val_loss", mode="min", patience=settings.patience)
     n_batches = max(1, len(train_ids) // settings.batch_size)
     trainer = L.Trainer(
         max_epochs=settings.epochs,
@@ -303,12 +303,12 @@ def train_model(
         result = json.loads((save_dir / RESULT_FILE).read_text())
     if not result["best_checkpoint"]:
         raise RuntimeError(
-            f"training in {save_dir} ended without a checkpoint (did validation run? eval set of "
-            f"{len(eval_ids)} galaxies)"
+            f"training in {save_dir} ended without a checkpoint (did validation run? val set of "
+            f"{len(val_ids)} galaxies)"
         )
     return TrainResult(
         best_checkpoint=Path(result["best_checkpoint"]),
-        best_eval_loss=result["best_eval_loss"],
+        best_val_loss=result["best_val_loss"],
         epochs_trained=result["epochs_trained"],
         seconds=time.perf_counter() - started,
         history=result["history"],

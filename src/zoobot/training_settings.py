@@ -56,7 +56,7 @@ class TrainResult:
     """What ``train_model`` returns; rank 0 also writes it to ``save_dir/train_result.json``."""
 
     best_checkpoint: Path
-    best_eval_loss: float
+    best_val_loss: float
     epochs_trained: int
     seconds: float
-    history: list[dict]  # per epoch (0-based, as in checkpoint names): epoch, train_loss, eval_loss
+    history: list[dict]  # per epoch (0-based, as in checkpoint names): epoch, train_loss, val_loss

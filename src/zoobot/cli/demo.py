@@ -58,7 +58,8 @@ def demo_command(
     n_galaxies: int = typer.Option(2000, help="Synthetic galaxies in the master catalog."),
     size: int = typer.Option(32, help="Image side in pixels."),
     initial_labelled: int = typer.Option(100, help="Galaxies labelled before the first iteration."),
-    eval_size: int = typer.Option(200, help="Fixed evaluation galaxies."),
+    val_size: int = typer.Option(100, help="Validation galaxies (early stopping, checkpoint choice)."),
+    test_size: int = typer.Option(200, help="Held-out test galaxies: every reported number comes from them."),
     iterations: int = typer.Option(5, help="Active-learning iterations per run."),
     subjects_per_iteration: int = typer.Option(100, help="Galaxies acquired per iteration."),
     epochs: int = typer.Option(8, help="Training epochs per iteration (each starts from the last model)."),
@@ -68,6 +69,7 @@ def demo_command(
     seed: int = typer.Option(42, help="Seed of the galaxies, the split, training and acquisition."),
     old_out_dir: Optional[Path] = old_spelling("--out-dir"),
     old_question: Optional[str] = old_spelling("--question"),
+    old_eval_size: Optional[int] = old_spelling("--eval-size"),
 ) -> None:
     """Synthesize galaxies with simulated votes, then run BALD and random acquisition and compare."""
     out_dir = renamed(out, old_out_dir, "--out-dir", "--out")
@@ -82,10 +84,12 @@ def demo_command(
     from zoobot.synthetic import make_synthetic_catalog
     from zoobot.training import TrainSettings
 
-    if n_galaxies <= initial_labelled + eval_size:
+    val_size = renamed(None, old_eval_size, "--eval-size", "--val-size") or val_size
+    held_out = val_size + test_size
+    if n_galaxies <= initial_labelled + held_out:
         fail(
-            f"--n-galaxies ({n_galaxies}) must exceed --initial-labelled + --eval-size "
-            f"({initial_labelled} + {eval_size}), so that some galaxies are left for the pool"
+            f"--n-galaxies ({n_galaxies}) must exceed --initial-labelled + --val-size + --test-size "
+            f"({initial_labelled} + {val_size} + {test_size}), so that some galaxies are left for the pool"
         )
     if out_dir is not None and out_dir.exists() and any(out_dir.iterdir()):
         fail(f"{out_dir} is not empty; choose a new --out folder")
@@ -105,19 +109,19 @@ def demo_command(
             progress=lambda done, total: bar.update(task, completed=done),
         )
     catalog, _ = load_catalog(root / "synthetic" / "master_catalog.parquet", schema)
-    simulation_size = n_galaxies - initial_labelled - eval_size
+    simulation_size = n_galaxies - initial_labelled - held_out
     experiment = define_experiment(catalog, schema, retirement=1, seed=seed, simulation_size=simulation_size)
     save_experiment(experiment, schema, root / "catalogs", {"source": "zoobot demo", "seed": seed})
     logger.info(
-        "experiment: %d start labelled (%d of them for evaluation), %d hidden in the pool",
-        len(experiment.simulation_labelled), eval_size, simulation_size,
+        "experiment: %d start labelled, %d validation and %d test galaxies, %d hidden in the pool",
+        initial_labelled, val_size, test_size, simulation_size,
     )
 
     with _progress() as bar:
         task = bar.add_task("writing shards", total=n_galaxies)
         write_shards(
             experiment.simulation_labelled, experiment.simulation_unlabelled, root / "shards", schema,
-            eval_size=eval_size, size=size, channels=3,
+            val_size=val_size, test_size=test_size, size=size, channels=3,
             progress=lambda done, total=None: bar.update(task, completed=done),
         )
 

@@ -158,7 +158,7 @@ def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optiona
         fail(str(error))
     except KeyError as error:
         fail(str(error.args[0]))
-    summary = {k: metrics.get(k) for k in ("iteration", "n_labelled", "votes_used", "eval_loss", "eval_mae", "n_acquired")}
+    summary = {k: metrics.get(k) for k in ("iteration", "n_labelled", "votes_used", "test_loss", "test_mae", "n_acquired")}
     logger.info("%s", json.dumps(summary))
     return metrics
 

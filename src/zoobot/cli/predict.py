@@ -52,7 +52,7 @@ def predict_command(
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="Output Parquet catalog.", show_default=False),
     shard_dir: Optional[Path] = typer.Option(None, help="Predict galaxies of this shard folder..."),
-    split: str = typer.Option("pool", help="...from this split: train, eval or pool."),
+    split: str = typer.Option("pool", help="...from this split: train, val, test or pool."),
     catalog: Optional[Path] = typer.Option(
         None, help="...or decode the images of this catalog (id_str, file_loc) directly, without shards."
     ),
@@ -102,7 +102,7 @@ def predict_command(
     try:
         if shard_dir is not None:
             reader = ShardReader(shard_dir)
-            scored = split in ("train", "eval") and all(c in reader.manifest.columns for c in schema.answer_columns)
+            scored = split in ("train", "val", "test") and all(c in reader.manifest.columns for c in schema.answer_columns)
             if scored:
                 _, counts = manifest_votes(reader, schema, split)
             summary = predict_to_parquet(

@@ -32,7 +32,7 @@ def print_curve(console: Console, name: str, curve) -> None:
 def report_command(
     experiment_dir: Path = typer.Argument(..., help="An experiment with complete iterations."),
     baseline: Optional[Path] = typer.Option(None, help="A random-acquisition experiment to compare with."),
-    metric: str = typer.Option("eval_loss", help="Lower-is-better metric for label savings."),
+    metric: str = typer.Option("test_loss", help="Lower-is-better metric for label savings."),
     out: Optional[Path] = typer.Option(None, "--out", help="Save the learning curves as this PNG."),
     old_plot: Optional[Path] = old_spelling("--plot"),
 ) -> None:

@@ -41,7 +41,13 @@ def make_shards_command(
         None, help="Unlabelled catalog; its votes may all be 0.", show_default=False
     ),
     out: Optional[Path] = typer.Option(None, "--out", help="New folder for the shards.", show_default=False),
-    eval_size: int = typer.Option(..., help="The first this-many labelled galaxies form the eval split."),
+    val_size: Optional[int] = typer.Option(
+        None, help="The first this-many labelled galaxies form the val split (early stopping, checkpoint choice).",
+        show_default=False,
+    ),
+    test_size: int = typer.Option(
+        0, help="The next this-many form the test split: held out, reported, never used for any choice.",
+    ),
     max_labelled: Optional[int] = typer.Option(None, help="At most this many train galaxies."),
     max_unlabelled: Optional[int] = typer.Option(None, help="At most this many pool galaxies."),
     size: int = typer.Option(128, help="Image side in pixels after resizing."),
@@ -58,6 +64,7 @@ def make_shards_command(
     old_unlabelled_catalog: Optional[Path] = old_spelling("--unlabelled-catalog"),
     old_shard_dir: Optional[Path] = old_spelling("--shard-dir"),
     old_workers: Optional[int] = old_spelling("--workers"),
+    old_eval_size: Optional[int] = old_spelling("--eval-size"),
 ) -> None:
     """Decode and resize every image once into uint8 shards (train / eval / pool) plus a manifest."""
     labelled_catalog = required(
@@ -69,6 +76,7 @@ def make_shards_command(
     )
     shard_dir = required(renamed(out, old_shard_dir, "--shard-dir", "--out"), "--out SHARD_DIR")
     workers = renamed(None, old_workers, "--workers", "--num-workers") or num_workers
+    val_size = required(renamed(val_size, old_eval_size, "--eval-size", "--val-size"), "--val-size N")
     try:
         chosen = get_schema(schema) if schema is not None else None
     except KeyError as error:
@@ -105,7 +113,8 @@ def make_shards_command(
                 unlabelled,
                 shard_dir,
                 chosen,
-                eval_size,
+                val_size,
+                test_size,
                 size=size,
                 channels=channels,
                 shard_size=shard_size,

@@ -1,4 +1,4 @@
-"""`zoobot train`: train a model on the train split of a shard folder, early-stop on its eval split."""
+"""`zoobot train`: train on the train split of a shard folder, early-stop on val, report on test."""
 
 import logging
 from dataclasses import asdict
@@ -16,7 +16,8 @@ logger = logging.getLogger(__name__)
 @app.command("train")
 def train_command(
     shard_dir: Optional[Path] = typer.Argument(
-        None, help="Shard folder (zoobot make-shards): trains on 'train', early-stops on 'eval'.", show_default=False
+        None, help="Shard folder (zoobot make-shards): trains on 'train', early-stops on 'val', reports 'test'.",
+        show_default=False,
     ),
     out: Optional[Path] = typer.Option(
         None, "--out", help="Folder for checkpoints, logs and metrics.json.", show_default=False
@@ -30,7 +31,7 @@ def train_command(
     learning_rate: float = typer.Option(1e-3, help="AdamW learning rate."),
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
     dropout_rate: float = typer.Option(0.2, help="Head dropout (always on, also for MC prediction)."),
-    patience: int = typer.Option(5, help="Stop after this many epochs without a better eval loss."),
+    patience: int = typer.Option(5, help="Stop after this many epochs without a better val loss."),
     precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed (CPU too), 16-mixed (GPU)."),
     accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu."),
     devices: str = typer.Option("auto", help="Lightning devices: auto, 2, 0,1."),
@@ -52,7 +53,7 @@ def train_command(
     old_save_dir: Optional[Path] = old_spelling("--save-dir"),
     old_warm_start: Optional[Path] = old_spelling("--warm-start"),
 ) -> None:
-    """Train a model; print the eval split's metrics per question and write them to OUT/metrics.json."""
+    """Train a model; print the test split's metrics per question (val if there is no test) to OUT/metrics.json."""
     shard_dir = required(renamed(shard_dir, old_shard_dir, "--shard-dir", "SHARD_DIR"), "SHARD_DIR")
     save_dir = required(renamed(out, old_save_dir, "--save-dir", "--out"), "--out SAVE_DIR")
     warm_start = renamed(from_checkpoint, old_warm_start, "--warm-start", "--from-checkpoint")
@@ -72,12 +73,18 @@ def train_command(
         reader = ShardReader(shard_dir)
         chosen = get_schema(schema or reader.schema_spec)
         train_ids, train_counts = manifest_votes(reader, chosen, "train")
-        eval_ids, eval_counts = manifest_votes(reader, chosen, "eval")
+        val_ids, val_counts = manifest_votes(reader, chosen, "val")
     except (ValueError, KeyError) as error:  # ShardError is a ValueError
         fail(str(error.args[0] if isinstance(error, KeyError) else error))
-    for name, counts in (("train", train_counts), ("eval", eval_counts)):
+    for name, counts in (("train", train_counts), ("val", val_counts)):
         if len(counts) == 0:
-            fail(f"{shard_dir}: the {name} split is empty; make shards with labelled galaxies and --eval-size > 0")
+            fail(f"{shard_dir}: the {name} split is empty; make shards with labelled galaxies and --val-size > 0")
+    report_split = "test" if reader.counts["test"] else "val"
+    if report_split == "val":
+        logger.warning(
+            "%s has no test split: the metrics below are on val, which chose the checkpoint, so they are "
+            "optimistic; make shards with --test-size for an honest estimate", shard_dir,
+        )
     voted = train_counts.sum(axis=1) > 0
     if not voted.all():
         logger.info("leaving out %d train galaxies without votes on %s", int((~voted).sum()), chosen.name)
@@ -91,11 +98,11 @@ def train_command(
             save_top_k=save_top_k, tensorboard=tensorboard, progress_bar=progress,
         )
         logger.info(
-            "training %s on %d galaxies (eval %d), %d px, schema %s",
-            architecture, len(train_ids), len(eval_ids), reader.size, chosen.name,
+            "training %s on %d galaxies (val %d, test %d), %d px, schema %s",
+            architecture, len(train_ids), len(val_ids), reader.counts["test"], reader.size, chosen.name,
         )
         result = train_model(
-            shard_dir, chosen, train_ids, train_counts, eval_ids, eval_counts, settings, save_dir,
+            reader, chosen, train_ids, train_counts, val_ids, val_counts, settings, save_dir,
             warm_start=warm_start, overwrite=overwrite,
         )
     except (ValueError, FileExistsError, FileNotFoundError, ModuleNotFoundError) as error:
@@ -103,18 +110,19 @@ def train_command(
     if rank_zero_only.rank != 0:  # DDP: the other ranks stop here
         return
     logger.info(
-        "best eval loss %.4f after %d epochs (%.0f s): %s",
-        result.best_eval_loss, result.epochs_trained, result.seconds, result.best_checkpoint,
+        "best val loss %.4f after %d epochs (%.0f s): %s",
+        result.best_val_loss, result.epochs_trained, result.seconds, result.best_checkpoint,
     )
     model = load_model(result.best_checkpoint).to(torch_device(accelerator))
     predict_precision = "bf16-mixed" if precision.startswith("bf16") else "32-true"
-    metrics = evaluate_split(model, reader, chosen, "eval", eval_samples, 256, predict_precision)
+    metrics = evaluate_split(model, reader, chosen, report_split, eval_samples, 256, predict_precision)
+    typer.echo(f"{report_split} split:")
     typer.echo(format_metrics(metrics))
     record = {
-        "split": "eval",
+        "split": report_split,
         "shard_dir": str(Path(shard_dir).resolve()),
         "best_checkpoint": str(result.best_checkpoint),
-        "best_eval_loss": result.best_eval_loss,
+        "best_val_loss": result.best_val_loss,
         "epochs_trained": result.epochs_trained,
         "train_seconds": result.seconds,
         "history": result.history,

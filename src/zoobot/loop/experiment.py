@@ -11,6 +11,7 @@ the shards are checked against the schema and the oracle.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,13 @@ def create_experiment(experiment_dir: str | Path, plan: Plan) -> Path:
             f"shards in {instructions.shard_dir} hold votes {reader.vote_columns}, expected "
             f"{schema.answer_columns} for schema {schema.name!r}; make shards from this experiment's catalogs"
         )
+    empty = [split for split in ("val", "test") if not reader.counts[split]]
+    if empty:
+        raise ValueError(
+            f"shards in {instructions.shard_dir} have no {' and no '.join(empty)} split: the loop early-stops "
+            "on val and reports every curve on test, which no choice may see; make shards with "
+            "--val-size N --test-size M"
+        )
     oracle = instructions.oracle
     oracle_class(oracle.kind).check_shards(oracle_settings(oracle.kind, oracle.settings), reader)
     train_ids, pool_ids = list(reader.ids("train")), list(reader.ids("pool"))
@@ -130,6 +138,23 @@ def create_experiment(experiment_dir: str | Path, plan: Plan) -> Path:
         finally:
             ledger.close()
     return experiment_dir
+
+
+def experiment_identity(plan: Plan, reader: ShardReader) -> dict[str, Any]:
+    """What every compared run must share: the schema, the test galaxies, the starting labelled
+    set and the oracle's settings (its seed aside: paired repeats differ in seed)."""
+    oracle = plan.instructions.oracle
+    return {
+        "schema": plan.instructions.schema,
+        "test_ids_sha256": _ids_sha256(reader.ids("test")),
+        "start_labelled_ids_sha256": _ids_sha256(reader.ids("train")),
+        "oracle": {"kind": oracle.kind, **{k: v for k, v in oracle.settings.items() if k != "seed"}},
+    }
+
+
+def _ids_sha256(ids) -> str:
+    """A hash of a set of galaxy ids, whatever their order."""
+    return hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest()
 
 
 def plan_differences(saved: Plan, new: Plan) -> list[str]:

@@ -40,6 +40,7 @@ import torch
 from zoobot import acquisition
 from zoobot.checkpoints import load_model
 from zoobot.files import atomic_path, write_json_atomic
+from zoobot.loop.experiment import experiment_identity
 from zoobot.loop.instructions import Plan, load_instructions
 from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
 from zoobot.loop.ledger import UNLABELLED, Ledger
@@ -140,7 +141,7 @@ def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
     model = load_model(checkpoint)
     torch.manual_seed(seed + iteration)  # the same dropout masks after a resume
     metrics.update(_evaluate(context, model))
-    logger.info("iteration %d: step evaluate done (eval loss %.4f)", iteration, metrics["eval_loss"])
+    logger.info("iteration %d: step evaluate done (test loss %.4f)", iteration, metrics["test_loss"])
 
     torch.manual_seed(seed + iteration + 1)
     acquired, acquisition_seconds = _acquire(context, model)
@@ -151,6 +152,7 @@ def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
     metrics["n_acquired"] = len(acquired)
     logger.info("iteration %d: step request done", iteration)
 
+    metrics["identity"] = experiment_identity(context.plan, context.reader)
     write_json_atomic(context.work / "metrics.json", metrics)
     write_json_atomic(context.work / FINAL_STATE, {"iteration": iteration, "ledger": context.ledger.counts()})
     os.replace(context.work, iteration_dir(context.experiment_dir, iteration))
@@ -177,15 +179,15 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
         previous = iteration_dir(context.experiment_dir, iteration - 1)
         warm_start = previous / json.loads((previous / "train_result.json").read_text())["checkpoint"]
     reader = context.reader
-    eval_ids = list(reader.ids("eval"))
-    eval_counts = reader.votes(reader.positions(eval_ids))
+    val_ids = list(reader.ids("val"))
+    val_counts = reader.votes(reader.positions(val_ids))
     result = train_model(
-        reader, context.schema, train_ids, train_counts, eval_ids, eval_counts,
+        reader, context.schema, train_ids, train_counts, val_ids, val_counts,
         settings, model_dir, warm_start=warm_start,
     )
     record = {
         "checkpoint": str(Path(result.best_checkpoint).resolve().relative_to(work.resolve())),
-        "best_eval_loss": result.best_eval_loss,
+        "best_val_loss": result.best_val_loss,
         "epochs_trained": result.epochs_trained,
         "train_seconds": result.seconds,
         "settings": asdict(settings),
@@ -196,17 +198,17 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
 
 
 def _evaluate(context: IterationContext, model) -> dict:
-    """Step 3: MC predictions on the eval split against its votes."""
-    path = context.work / "eval_metrics.json"
+    """Step 3: MC predictions on the held-out test split against its votes (never used for a choice)."""
+    path = context.work / "test_metrics.json"
     if path.exists():
         return json.loads(path.read_text())
     spec = context.plan.acquisition
     report = evaluate_split(
-        model, context.reader, context.schema, "eval", spec.n_samples, spec.batch_size, spec.precision
+        model, context.reader, context.schema, "test", spec.n_samples, spec.batch_size, spec.precision
     )
-    metrics = {"eval_loss": float(report["loss"]), "eval_report": report}
+    metrics = {"test_loss": float(report["loss"]), "test_report": report}
     if "mae" in report:
-        metrics["eval_mae"] = float(report["mae"])
+        metrics["test_mae"] = float(report["mae"])
     write_json_atomic(path, metrics)
     return metrics
 

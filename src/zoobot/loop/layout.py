@@ -58,3 +58,27 @@ def write_metrics_table(experiment_dir: Path) -> Path:
     with atomic_path(path) as tmp:
         metrics_table(experiment_dir).to_csv(tmp, index=False)
     return path
+
+
+def identity(experiment_dir: Path) -> dict | None:
+    """What the experiment's runs must share to be compared (recorded by each iteration), from
+    its last complete iteration; None for experiments made before it was recorded."""
+    done = completed_iterations(experiment_dir)
+    if not done:
+        return None
+    return json.loads((iteration_dir(experiment_dir, done[-1]) / "metrics.json").read_text()).get("identity")
+
+
+def identity_differences(identities: dict[str, dict | None]) -> list[str]:
+    """'key: run a has X, run b has Y' for every field in which the named runs differ."""
+    named = {name: ident for name, ident in identities.items() if ident is not None}
+    missing = sorted(set(identities) - set(named))
+    differences = [f"{name} records no identity (made before test splits); rerun it" for name in missing]
+    if len(named) < 2:
+        return differences
+    first_name, first = next(iter(named.items()))
+    for name, ident in named.items():
+        for key in sorted(set(first) | set(ident)):
+            if first.get(key) != ident.get(key):
+                differences.append(f"{key}: {first_name} has {first.get(key)!r}, {name} has {ident.get(key)!r}")
+    return differences

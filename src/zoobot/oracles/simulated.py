@@ -95,10 +95,11 @@ class SimulatedOracle:
                 f"pool galaxies {describe_ids(unanswerable)} in {reader.shard_dir} have no hidden "
                 f"votes in {path}; make the shards from this simulation's simulation_context catalogs"
             )
-        leaked = sorted(hidden & (set(reader.ids("train")) | set(reader.ids("eval"))))
+        labelled = set(reader.ids("train")) | set(reader.ids("val")) | set(reader.ids("test"))
+        leaked = sorted(hidden & labelled)
         if leaked:
             raise ValueError(
-                f"train/eval galaxies {describe_ids(leaked)} in {reader.shard_dir} are hidden in the "
+                f"train/val/test galaxies {describe_ids(leaked)} in {reader.shard_dir} are hidden in the "
                 "oracle, so their votes would leak into training; make the shards from this "
                 "simulation's simulation_context catalogs"
             )

@@ -5,7 +5,8 @@ Layout of a shard folder (see docs/shards.md)::
     shard_config.json        written last: a folder without it is incomplete
     manifest.parquet         id_str, split, shard, row, file_loc, one int64 column per answer
     train/shard_00000.npy    uint8 (n, channels, size, size), channels first
-    eval/shard_00000.npy
+    val/shard_00000.npy      early stopping and checkpoint choice
+    test/shard_00000.npy     reported, never used for any choice
     pool/shard_00000.npy
     bad_images.csv           only with skip_bad: id_str, file_loc, split, reason
 

@@ -17,8 +17,8 @@ import pandas as pd
 CONFIG_NAME = "shard_config.json"
 MANIFEST_NAME = "manifest.parquet"
 BAD_IMAGES_NAME = "bad_images.csv"
-SPLITS = ("train", "eval", "pool")
-FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test", "pool")
+FORMAT_VERSION = 2  # 2: the eval split became val (early stopping) and test (reported)
 
 
 class ShardError(ValueError):
@@ -79,6 +79,7 @@ def read_config(shard_dir: str | os.PathLike) -> dict:
     if config.get("format_version") != FORMAT_VERSION:
         raise ShardError(
             f"{path}: expected shard format version {FORMAT_VERSION}, got "
-            f"{config.get('format_version')!r}; rebuild the shards with this zoobot version"
+            f"{config.get('format_version')!r}; rebuild the shards with this zoobot version (`zoobot "
+            "make-shards`; version 2 splits the labelled galaxies into train, val and test)"
         )
     return config

@@ -72,7 +72,8 @@ def write_shards(
     unlabelled: pd.DataFrame,
     shard_dir: str | os.PathLike,
     schema: Schema,
-    eval_size: int,
+    val_size: int,
+    test_size: int = 0,
     size: int = 128,
     channels: int = 3,
     shard_size: int = 4096,
@@ -83,19 +84,20 @@ def write_shards(
     progress: ProgressCallback | None = None,
     sources: Mapping[str, str] | None = None,
 ) -> ShardSummary:
-    """Decode every image once and write the train / eval / pool shards.
+    """Decode every image once and write the train / val / test / pool shards.
 
-    eval is the first ``eval_size`` labelled rows, train the rest of the labelled rows (at most
-    ``max_labelled``), pool the unlabelled rows (at most ``max_unlabelled``); catalogs arrive
-    shuffled from define-experiment. ``workers > 1`` decodes in a process pool, in order.
+    val is the first ``val_size`` labelled rows (early stopping and checkpoint choice), test the
+    next ``test_size`` (reported, never used for any choice), train the rest of the labelled
+    rows (at most ``max_labelled``), pool the unlabelled rows (at most ``max_unlabelled``);
+    catalogs arrive shuffled from define-experiment. ``workers > 1`` decodes in a process pool, in order.
 
     Without ``skip_bad`` any missing or undecodable image fails the run with a BadImagesError
     naming all of them, and nothing is left at ``shard_dir``. With ``skip_bad`` they are left
     out and listed in ``bad_images.csv``. ``sources`` (e.g. the catalog paths) is recorded in
     ``shard_config.json``.
     """
-    _check_settings(eval_size, size, channels, shard_size, max_labelled, max_unlabelled, workers)
-    plan = _plan(labelled, unlabelled, schema, eval_size, max_labelled, max_unlabelled)
+    _check_settings(val_size, test_size, size, channels, shard_size, max_labelled, max_unlabelled, workers)
+    plan = _plan(labelled, unlabelled, schema, val_size, test_size, max_labelled, max_unlabelled)
     shard_dir = Path(shard_dir)
     _check_target(shard_dir)
     if not skip_bad:
@@ -142,7 +144,8 @@ def write_shards(
             "shard_size": shard_size,
             "n_galaxies": len(manifest),
             "splits": {split: {"count": counts[split], "shards": shard_files[split]} for split in SPLITS},
-            "eval_size": eval_size,
+            "val_size": val_size,
+            "test_size": test_size,
             "max_labelled": max_labelled,
             "max_unlabelled": max_unlabelled,
             "schema": schema.name,
@@ -164,9 +167,10 @@ def write_shards(
     return ShardSummary(shard_dir, counts, len(bad), n_shards, seconds, bad)
 
 
-def _check_settings(eval_size, size, channels, shard_size, max_labelled, max_unlabelled, workers) -> None:
+def _check_settings(val_size, test_size, size, channels, shard_size, max_labelled, max_unlabelled, workers) -> None:
     checks = [
-        (eval_size >= 0, f"eval_size must be >= 0, got {eval_size}"),
+        (val_size >= 0, f"val_size must be >= 0, got {val_size}"),
+        (test_size >= 0, f"test_size must be >= 0, got {test_size}"),
         (size >= 1, f"size must be a positive number of pixels, got {size}"),
         (channels in (1, 3), f"channels must be 1 (greyscale) or 3 (RGB), got {channels}"),
         (shard_size >= 1, f"shard_size must be >= 1 images per shard, got {shard_size}"),
@@ -179,7 +183,7 @@ def _check_settings(eval_size, size, channels, shard_size, max_labelled, max_unl
             raise ValueError(message)
 
 
-def _plan(labelled, unlabelled, schema, eval_size, max_labelled, max_unlabelled) -> pd.DataFrame:
+def _plan(labelled, unlabelled, schema, val_size, test_size, max_labelled, max_unlabelled) -> pd.DataFrame:
     """One row per image to write, in writing order: id_str, file_loc, split, vote columns."""
     labelled = validate_catalog(labelled, schema, check_files=False, name="labelled catalog")
     unlabelled = validate_catalog(unlabelled, schema, check_files=False, name="unlabelled catalog")
@@ -189,15 +193,17 @@ def _plan(labelled, unlabelled, schema, eval_size, max_labelled, max_unlabelled)
             f"ids {describe_ids(both)} are in both the labelled and the unlabelled catalog; "
             "a galaxy must be in one of them. Rebuild the catalogs with `zoobot define-experiment`."
         )
-    if eval_size > len(labelled):
+    held_out = val_size + test_size
+    if held_out > len(labelled):
         raise ShardError(
-            f"eval_size {eval_size} is larger than the labelled catalog ({len(labelled)} galaxies); "
-            "choose a smaller --eval-size"
+            f"val_size + test_size = {val_size} + {test_size} is larger than the labelled catalog "
+            f"({len(labelled)} galaxies); choose a smaller --val-size or --test-size"
         )
-    train_stop = len(labelled) if max_labelled is None else min(len(labelled), eval_size + max_labelled)
+    train_stop = len(labelled) if max_labelled is None else min(len(labelled), held_out + max_labelled)
     parts = {
-        "train": labelled.iloc[eval_size:train_stop],
-        "eval": labelled.iloc[:eval_size],
+        "train": labelled.iloc[held_out:train_stop],
+        "val": labelled.iloc[:val_size],
+        "test": labelled.iloc[val_size:held_out],
         "pool": unlabelled.iloc[: len(unlabelled) if max_unlabelled is None else max_unlabelled],
     }
     columns = ["id_str", "file_loc", *schema.answer_columns]
