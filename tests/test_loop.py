@@ -17,7 +17,7 @@ from zoobot.loop.experiment import create_experiment, plan_experiment
 from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
 from zoobot.loop import iteration as iteration_module
 from zoobot.loop.iteration import run_iteration
-from zoobot.loop.layout import completed_iterations, iteration_dir
+from zoobot.loop.layout import completed_iterations, identity, identity_differences, iteration_dir
 from zoobot.loop.instructions import load_instructions
 from zoobot.loop.ledger import REQUESTED, Ledger
 from zoobot.schema import get_schema
@@ -280,3 +280,61 @@ def test_old_option_spellings_still_work_with_a_warning(simulation, tmp_path):
     )
     assert result.exit_code == 1
     assert "--catalog-dir is the old spelling of CATALOG_DIR; give only CATALOG_DIR" in result.output
+
+
+def run_in_process(experiments, total_iterations, parallel=None):
+    """Stands in for side_by_side.run_side_by_side (subprocesses) in the fast test."""
+    for experiment in experiments:
+        while len(completed_iterations(experiment)) < total_iterations:
+            run_iteration(experiment)
+
+
+def test_compare_plans_paired_seeds_and_resumes(simulation, tmp_path, monkeypatch):
+    catalog_dir, shard_dir = simulation
+    monkeypatch.setattr("zoobot.cli.compare.run_side_by_side", run_in_process)
+    out = tmp_path / "comparison"
+    base = ["compare", str(catalog_dir), str(shard_dir), str(out), "--acquisitions", "bald,random", "--seeds", "2",
+            "--quick-test", "--epochs", "1"]
+    assert CliRunner().invoke(app, base + ["--total-iterations", "1"]).exit_code == 0
+    runs = json.loads((out / "comparison.json").read_text())["runs"]
+    assert [(r["acquisition"], r["seed"]) for r in runs] == [("bald", 42), ("random", 42), ("bald", 43), ("random", 43)]
+    identities = {r["folder"]: identity(out / r["folder"]) for r in runs}
+    assert identity_differences(identities) == []
+    changed = CliRunner().invoke(app, base + ["--total-iterations", "2", "--subjects-per-iteration", "5"])
+    assert changed.exit_code == 1 and "subjects_per_iteration 10 -> 5" in changed.output
+    assert CliRunner().invoke(app, base + ["--total-iterations", "2"]).exit_code == 0
+    assert all(completed_iterations(out / r["folder"]) == [1, 2] for r in runs)
+
+
+@pytest.mark.slow
+def test_compare_runs_paired_seeds_side_by_side_and_resumes(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    out = tmp_path / "comparison"
+    base = ["compare", str(catalog_dir), str(shard_dir), str(out), "--acquisitions", "bald,random", "--seeds", "1",
+            "--seed", "7", "--quick-test", "--epochs", "1", "--parallel", "2"]
+    result = CliRunner().invoke(app, base + ["--total-iterations", "1"])
+    assert result.exit_code == 0, result.output
+    runs = json.loads((out / "comparison.json").read_text())["runs"]
+    assert [(r["acquisition"], r["seed"]) for r in runs] == [("bald", 7), ("random", 7)]
+    for run in runs:
+        assert completed_iterations(out / run["folder"]) == [1]
+    plans = [load_instructions(out / r["folder"] / "instructions") for r in runs]
+    assert [p.acquisition.function for p in plans] == ["bald", "random"]
+    assert {p.instructions.seed for p in plans} == {7}
+    identities = {r["folder"]: identity(out / r["folder"]) for r in runs}
+    assert identity_differences(identities) == []
+    again = CliRunner().invoke(app, base + ["--total-iterations", "1"])  # nothing left to run
+    assert again.exit_code == 0, again.output
+    assert all(completed_iterations(out / r["folder"]) == [1] for r in runs)
+    bad = CliRunner().invoke(app, base + ["--acquisitions", "bald,bladd"])
+    assert bad.exit_code == 1 and "expected distinct names from ['bald', 'entropy', 'random']" in bad.output
+
+
+def test_identity_differences_name_what_differs():
+    same = {"schema": "s", "test_ids_sha256": "a", "oracle": {"kind": "simulated", "delay": 0}}
+    other = {**same, "test_ids_sha256": "b", "oracle": {"kind": "simulated", "delay": 1}}
+    differences = identity_differences({"bald": same, "random": other, "old": None})
+    assert "old records no identity (made before test splits); rerun it" in differences
+    assert "test_ids_sha256: bald has 'a', random has 'b'" in differences
+    assert any(d.startswith("oracle: bald has") for d in differences)
+    assert identity_differences({"a": same, "b": dict(same)}) == []

@@ -1,9 +1,6 @@
 """`zoobot demo`: the whole pipeline on synthetic galaxies, active learning against random."""
 
 import logging
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -11,45 +8,11 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from zoobot.cli.app import app, fail, old_spelling, renamed
-from zoobot.loop.layout import completed_iterations
+from zoobot.cli.side_by_side import progress_bar, run_side_by_side
 
 logger = logging.getLogger(__name__)
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()
-    )
-
-
-def run_side_by_side(experiments: list[Path], iterations: int) -> None:
-    """Run each experiment in its own `zoobot run` process, the CPU cores split between them.
-
-    One thread per process on a 2-core machine ran about twice as fast as one process with two
-    threads. Each process logs to EXPERIMENT.log; a progress bar counts finished iterations.
-    """
-    threads = max(1, (os.cpu_count() or 1) // len(experiments))
-    processes = []
-    for experiment in experiments:
-        command = [sys.executable, "-c", "from zoobot.cli import main; main()", "--threads", str(threads),
-                   "run", str(experiment), "--iterations", str(iterations)]
-        log = open(experiment.with_suffix(".log"), "w")
-        processes.append((experiment, log, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)))
-    with _progress() as bar:
-        tasks = {e: bar.add_task(f"{e.name} iterations", total=iterations) for e in experiments}
-        while any(process.poll() is None for _, _, process in processes):
-            for experiment, task in tasks.items():
-                bar.update(task, completed=len(completed_iterations(experiment)))
-            time.sleep(1)
-        for experiment, task in tasks.items():
-            bar.update(task, completed=len(completed_iterations(experiment)))
-    for experiment, log, process in processes:
-        log.close()
-        if process.returncode != 0:
-            fail(f"the {experiment.name} run failed (exit {process.returncode}); see {experiment.with_suffix('.log')}")
 
 
 @app.command("demo")
@@ -102,7 +65,7 @@ def demo_command(
     except KeyError as error:
         fail(str(error.args[0]))
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("synthesizing galaxies", total=n_galaxies)
         make_synthetic_catalog(
             n_galaxies, root / "synthetic", size=size, channels=3, seed=seed,
@@ -117,7 +80,7 @@ def demo_command(
         initial_labelled, val_size, test_size, simulation_size,
     )
 
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task("writing shards", total=n_galaxies)
         write_shards(
             experiment.simulation_labelled, experiment.simulation_unlabelled, root / "shards", schema,
