@@ -170,7 +170,7 @@ def test_cli_simulate_and_report(simulation, tmp_path):
     result = runner.invoke(app, ["report", str(tmp_path / "active"), "--baseline", str(tmp_path / "random")])
     assert result.exit_code == 0, result.output
     assert "learning curve: baseline" in result.output
-    assert "baseline's final test_loss" in result.output or "never reached the baseline's final" in result.output
+    assert "label savings of active against baseline at matched test_loss (1 paired seed)" in result.output
 
 
 def test_create_instructions_needs_a_simulation(simulation, tmp_path):

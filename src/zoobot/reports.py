@@ -1,11 +1,9 @@
-"""Reports on finished experiments: learning curves and label savings against a baseline."""
+"""Reports on finished experiments: learning curves and their plots (savings: zoobot.savings)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER, metrics_table
@@ -39,48 +37,11 @@ def learning_curve(experiment_dir: str | Path) -> pd.DataFrame:
     return table[first + [c for c in table.columns if c not in first]]
 
 
-@dataclass
-class LabelSavings:
-    """How many labels active learning needed to match the baseline's final metric."""
-
-    metric: str
-    target: float  # the baseline's final value of the metric
-    baseline_labels: int
-    active_labels: float | None  # interpolated; None if active learning never reached the target
-
-    @property
-    def fraction_saved(self) -> float | None:
-        if self.active_labels is None:
-            return None
-        return 1.0 - self.active_labels / self.baseline_labels
-
-
 def require_metric(curves: dict[str, pd.DataFrame], metric: str) -> None:
     """Raise KeyError naming the first learning curve that lacks ``metric``, and what it has."""
     for name, curve in curves.items():
         if metric not in curve.columns:
             raise KeyError(f"the {name} learning curve has no metric {metric!r}; it has {list(curve.columns)}")
-
-
-def label_savings(active: pd.DataFrame, baseline: pd.DataFrame, metric: str = "test_loss") -> LabelSavings:
-    """Labels the active run needed to reach the baseline's final ``metric`` (lower is better).
-
-    The active curve is interpolated linearly in n_labelled between iterations.
-    """
-    require_metric({"active": active, "baseline": baseline}, metric)
-    target = float(baseline[metric].iloc[-1])
-    baseline_labels = int(baseline["n_labelled"].iloc[-1])
-    labels = active["n_labelled"].to_numpy(dtype=float)
-    values = active[metric].to_numpy(dtype=float)
-    reached = np.flatnonzero(values <= target)
-    if not len(reached):
-        return LabelSavings(metric, target, baseline_labels, None)
-    first = reached[0]
-    if first == 0:
-        return LabelSavings(metric, target, baseline_labels, float(labels[0]))
-    x0, x1, y0, y1 = labels[first - 1], labels[first], values[first - 1], values[first]
-    needed = x0 + (x1 - x0) * (y0 - target) / (y0 - y1)
-    return LabelSavings(metric, target, baseline_labels, float(needed))
 
 
 def plot_learning_curves(curves: dict[str, pd.DataFrame], out_path: str | Path, metric: str = "test_loss") -> Path:

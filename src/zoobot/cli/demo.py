@@ -40,8 +40,8 @@ def demo_command(
     from zoobot.catalog import define_experiment, load_catalog, save_experiment
     from zoobot.loop.experiment import create_experiment, plan_experiment
     from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
-    from zoobot.cli.report import print_curve
-    from zoobot.reports import label_savings, learning_curve, plot_learning_curves
+    from zoobot.cli.report import print_curve, savings_lines
+    from zoobot.reports import learning_curve, plot_learning_curves
     from zoobot.schema import get_schema
     from zoobot.shards import write_shards
     from zoobot.synthetic import make_synthetic_catalog
@@ -103,14 +103,11 @@ def demo_command(
     curves = {name: learning_curve(root / name) for name in runs}
     for name, curve in curves.items():
         print_curve(console, name, curve)
-    savings = label_savings(curves["active"], curves["baseline"])
-    if savings.active_labels is None:
-        console.print(f"BALD did not reach random acquisition's final eval loss {savings.target:.4f} in this run")
-    else:
-        console.print(
-            f"BALD reached random acquisition's final eval loss ({savings.target:.4f} at "
-            f"{savings.baseline_labels} labels) with {savings.active_labels:.0f} labels: "
-            f"{100 * savings.fraction_saved:.0f}% fewer"
-        )
+    try:
+        lines = savings_lines([(curves["active"], curves["baseline"])], "test_loss", "BALD", "random acquisition")
+    except ValueError as error:
+        fail(str(error))
+    for line in lines:
+        console.print(line, markup=False)
     plot = plot_learning_curves(curves, root / "learning_curves.png")
     console.print(f"done in {time.perf_counter() - started:.0f} s; everything is in {root} (plot: {plot})")

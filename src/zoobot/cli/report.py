@@ -1,4 +1,4 @@
-"""`zoobot report`: learning curves and label savings of finished experiments."""
+"""`zoobot report`: learning curves of finished experiments and label savings over paired seeds."""
 
 from pathlib import Path
 from typing import Optional
@@ -8,13 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from zoobot.cli.app import app, fail, old_spelling, renamed
-from zoobot.reports import (
-    CURVE_COLUMNS,
-    label_savings,
-    learning_curve,
-    plot_learning_curves,
-    require_metric,
-)
+from zoobot.reports import CURVE_COLUMNS, learning_curve, plot_learning_curves, require_metric
+from zoobot.savings import AXES, DEFINITION, paired_savings
 
 
 def print_curve(console: Console, name: str, curve) -> None:
@@ -28,22 +23,57 @@ def print_curve(console: Console, name: str, curve) -> None:
     console.print(table)
 
 
+def savings_lines(pairs: list, metric: str, active: str = "active", baseline: str = "baseline") -> list[str]:
+    """Savings at matched ``metric`` in galaxies and in votes: one verdict line each, and the definition.
+
+    ``pairs`` are (active, baseline) learning curves sharing seeds. Everything is computed before
+    a line is returned, so an unusable curve (ValueError) leaves nothing half printed.
+    """
+    seeds = "1 paired seed" if len(pairs) == 1 else f"{len(pairs)} paired seeds"
+    lines = [f"label savings of {active} against {baseline} at matched {metric} ({seeds}):"]
+    for axis, unit in AXES.items():
+        lacking = [f"{role} {n}" for n, pair in enumerate(pairs, start=1)
+                   for role, curve in zip(("active", "baseline"), pair) if axis not in curve.columns]
+        if lacking:
+            lines.append(f"  {unit}: not recorded ({axis} missing from {', '.join(lacking)})")
+            continue
+        result = paired_savings(pairs, metric=metric, axis=axis)
+        gap = ""
+        if result.loss_gap is not None:
+            gap = f"; mean {metric} gap {result.loss_gap:+.4f}"
+            if result.loss_gap_interval is not None:
+                gap += f" (90% interval {result.loss_gap_interval[0]:+.4f} to {result.loss_gap_interval[1]:+.4f})"
+        lines.append(f"  {unit}: {result.verdict}{gap}")
+    return lines + [f"  definition: {DEFINITION}"]
+
+
 @app.command("report")
 def report_command(
-    experiment_dir: Path = typer.Argument(..., help="An experiment with complete iterations."),
-    baseline: Optional[Path] = typer.Option(None, help="A random-acquisition experiment to compare with."),
+    experiment_dirs: list[Path] = typer.Argument(
+        ..., help="Active-learning experiments with complete iterations, one per seed.", metavar="ACTIVE"
+    ),
+    baseline: Optional[list[Path]] = typer.Option(
+        None, help="A random-acquisition experiment to compare with; repeat it, one per ACTIVE, paired in order."
+    ),
     metric: str = typer.Option("test_loss", help="Lower-is-better metric for label savings."),
     out: Optional[Path] = typer.Option(None, "--out", help="Save the learning curves as this PNG."),
     old_plot: Optional[Path] = old_spelling("--plot"),
 ) -> None:
-    """Print learning curves and, with --baseline, the labels active learning saved."""
+    """Print learning curves and, with --baseline, the labels active learning saved at matched quality."""
     plot = renamed(out, old_plot, "--plot", "--out")
+    baselines = list(baseline or [])
     console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
+    if baselines and len(baselines) != len(experiment_dirs):
+        fail(
+            f"expected one --baseline per active experiment, paired in order (same seeds); got "
+            f"{len(experiment_dirs)} active and {len(baselines)} baseline experiments"
+        )
+    several = len(experiment_dirs) > 1
+    names = [f"active {n} ({p.name})" if several else "active" for n, p in enumerate(experiment_dirs, start=1)]
+    names += [f"baseline {n} ({p.name})" if several else "baseline" for n, p in enumerate(baselines, start=1)]
     try:
-        curves = {"active": learning_curve(experiment_dir)}
-        if baseline is not None:
-            curves["baseline"] = learning_curve(baseline)
-        if baseline is not None or plot is not None:
+        curves = {name: learning_curve(path) for name, path in zip(names, experiment_dirs + baselines)}
+        if baselines or plot is not None:
             require_metric(curves, metric)
     except (FileNotFoundError, NotADirectoryError) as error:
         fail(str(error))
@@ -51,18 +81,14 @@ def report_command(
         fail(str(error.args[0]))
     for name, curve in curves.items():
         print_curve(console, name, curve)
-    if baseline is not None:
-        savings = label_savings(curves["active"], curves["baseline"], metric)
-        if savings.active_labels is None:
-            console.print(
-                f"active learning never reached the baseline's final {metric} of {savings.target:.4f} "
-                f"(baseline used {savings.baseline_labels} labels)"
-            )
-        else:
-            console.print(
-                f"baseline's final {metric} {savings.target:.4f} at {savings.baseline_labels} labels; "
-                f"active learning reached it at {savings.active_labels:.0f} labels: "
-                f"{100 * savings.fraction_saved:.0f}% fewer labels"
-            )
+    if baselines:
+        table = list(curves.values())
+        pairs = list(zip(table[:len(experiment_dirs)], table[len(experiment_dirs):]))
+        try:
+            lines = savings_lines(pairs, metric)
+        except ValueError as error:
+            fail(str(error))
+        for line in lines:
+            console.print(line, markup=False)
     if plot is not None:
         console.print(f"plot saved to {plot_learning_curves(curves, plot, metric)}")
