@@ -148,12 +148,16 @@ def test_plot_learning_curves(tmp_path):
     assert out.stat().st_size > 1000
 
 
-def write_iterations(experiment: Path, losses, votes=None) -> Path:
+IDENTITY = {"schema": "smooth-or-featured", "test_ids_sha256": "t", "start_labelled_ids_sha256": "s",
+            "oracle": {"kind": "simulated", "delay": 0}}
+
+
+def write_iterations(experiment: Path, losses, votes=None, identity=IDENTITY) -> Path:
     """Complete iteration folders with their metrics.json, as the loop leaves them."""
     for n, loss in enumerate(losses, start=1):
         folder = experiment / "iterations" / f"iteration_{n:03d}"
         folder.mkdir(parents=True)
-        metrics = {"iteration": n, "n_labelled": 100 * n, "test_loss": loss}
+        metrics = {"iteration": n, "n_labelled": 100 * n, "test_loss": loss, "identity": identity}
         if votes is not None:
             metrics["votes_used"] = votes[n - 1]
         (folder / "metrics.json").write_text(json.dumps(metrics))
@@ -242,3 +246,26 @@ def test_report_cli_pairs_seeds_in_order(tmp_path):
     assert mismatched.exit_code == 1
     assert "expected one --baseline per active experiment, paired in order (same seeds); got 3 active and 1 baseline" in (
         mismatched.output)
+
+
+def test_report_cli_refuses_runs_that_do_not_share_splits_or_oracle(tmp_path):
+    write_iterations(tmp_path / "bald", [0.9, 0.8, 0.7])
+    write_iterations(tmp_path / "random", [0.9, 0.85, 0.8], identity={**IDENTITY, "test_ids_sha256": "other"})
+    result = runner.invoke(app, ["report", str(tmp_path / "bald"), "--baseline", str(tmp_path / "random")])
+    assert result.exit_code == 1
+    assert "these runs cannot be compared: test_ids_sha256:" in result.output
+    assert "has 't'," in result.output and "has 'other'" in result.output
+
+
+def test_report_cli_reads_a_comparison_folder(tmp_path):
+    runs = []
+    for seed, loss in zip((1, 2, 3), (0.75, 0.7, 0.8)):
+        write_iterations(tmp_path / f"bald_seed{seed}", [0.9, loss, 0.6, 0.55])
+        write_iterations(tmp_path / f"random_seed{seed}", [0.9, 0.8, 0.7, 0.6])
+        runs += [{"acquisition": a, "seed": seed, "folder": f"{a}_seed{seed}"} for a in ("bald", "random")]
+    (tmp_path / "comparison.json").write_text(json.dumps({"runs": runs}))
+    result = runner.invoke(app, ["report", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "learning curve: bald (bald_seed3)" in result.output and "learning curve: random (random_seed1)" in result.output
+    assert "label savings of bald against random at matched test_loss (3 paired seeds)" in result.output
+    assert "galaxies: active needed 21% fewer galaxies: mean saving +21%, 90% interval +" in result.output

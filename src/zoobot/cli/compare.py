@@ -33,11 +33,9 @@ from zoobot.cli.loop import (
 )
 from zoobot.cli.side_by_side import run_side_by_side
 from zoobot.files import write_json_atomic
-from zoobot.loop.layout import LEDGER
+from zoobot.loop.layout import COMPARISON_FILE, LEDGER
 
 logger = logging.getLogger(__name__)
-
-COMPARISON_FILE = "comparison.json"
 
 
 def run_name(acquisition: str, seed: int) -> str:

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from zoobot.cli.app import app, fail, old_spelling, renamed
+from zoobot.loop.layout import comparison_runs, identity, identity_differences
 from zoobot.reports import CURVE_COLUMNS, learning_curve, plot_learning_curves, require_metric
 from zoobot.savings import AXES, DEFINITION, paired_savings
 
@@ -47,10 +48,30 @@ def savings_lines(pairs: list, metric: str, active: str = "active", baseline: st
     return lines + [f"  definition: {DEFINITION}"]
 
 
+def expand_comparison(experiment_dirs: list[Path], baselines: list[Path]) -> list[tuple[str, list[Path], list[Path]]]:
+    """(label, active runs, baseline runs paired by seed) for each comparison to report.
+
+    A single `zoobot compare` folder expands to each acquisition against random, paired by seed;
+    otherwise the folders given are the one comparison.
+    """
+    runs = comparison_runs(experiment_dirs[0]) if len(experiment_dirs) == 1 and not baselines else None
+    if runs is None:
+        return [("active", experiment_dirs, baselines)]
+    if "random" not in runs or len(runs) < 2:
+        return [(name, list(by_seed.values()), []) for name, by_seed in runs.items()]
+    groups = []
+    for name, by_seed in runs.items():
+        if name != "random":
+            seeds = sorted(set(by_seed) & set(runs["random"]))
+            groups.append((name, [by_seed[s] for s in seeds], [runs["random"][s] for s in seeds]))
+    return groups
+
+
 @app.command("report")
 def report_command(
     experiment_dirs: list[Path] = typer.Argument(
-        ..., help="Active-learning experiments with complete iterations, one per seed.", metavar="ACTIVE"
+        ..., help="Active-learning experiments with complete iterations, one per seed, or one `zoobot compare` "
+        "folder.", metavar="ACTIVE"
     ),
     baseline: Optional[list[Path]] = typer.Option(
         None, help="A random-acquisition experiment to compare with; repeat it, one per ACTIVE, paired in order."
@@ -59,7 +80,11 @@ def report_command(
     out: Optional[Path] = typer.Option(None, "--out", help="Save the learning curves as this PNG."),
     old_plot: Optional[Path] = old_spelling("--plot"),
 ) -> None:
-    """Print learning curves and, with --baseline, the labels active learning saved at matched quality."""
+    """Print learning curves and, with baselines, the labels active learning saved at matched quality.
+
+    Runs are compared only if they share the schema, the test galaxies, the starting labelled set
+    and the oracle settings (each iteration records them); otherwise the differences are listed.
+    """
     plot = renamed(out, old_plot, "--plot", "--out")
     baselines = list(baseline or [])
     console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
@@ -68,27 +93,44 @@ def report_command(
             f"expected one --baseline per active experiment, paired in order (same seeds); got "
             f"{len(experiment_dirs)} active and {len(baselines)} baseline experiments"
         )
-    several = len(experiment_dirs) > 1
-    names = [f"active {n} ({p.name})" if several else "active" for n, p in enumerate(experiment_dirs, start=1)]
-    names += [f"baseline {n} ({p.name})" if several else "baseline" for n, p in enumerate(baselines, start=1)]
+    groups = expand_comparison(experiment_dirs, baselines)
+    curves, pairs_by_group = {}, []
     try:
-        curves = {name: learning_curve(path) for name, path in zip(names, experiment_dirs + baselines)}
-        if baselines or plot is not None:
+        for label, actives, paired in groups:
+            names = [_name(label, n, path, len(actives)) for n, path in enumerate(actives, start=1)]
+            baseline_label = "baseline" if label == "active" else "random"
+            names += [_name(baseline_label, n, path, len(paired)) for n, path in enumerate(paired, start=1)]
+            group = {name: learning_curve(path) for name, path in zip(names, actives + paired)}
+            curves.update(group)
+            table = list(group.values())
+            pairs_by_group.append((label, list(zip(table[:len(actives)], table[len(actives):]))))
+        if any(pairs for _, pairs in pairs_by_group) or plot is not None:
             require_metric(curves, metric)
     except (FileNotFoundError, NotADirectoryError) as error:
         fail(str(error))
     except KeyError as error:
         fail(str(error.args[0]))
+    compared = [path for _, actives, paired in groups if paired for path in actives + paired]
+    differences = identity_differences({str(path): identity(path) for path in compared})
+    if differences:
+        fail("these runs cannot be compared: " + "; ".join(differences))
     for name, curve in curves.items():
         print_curve(console, name, curve)
-    if baselines:
-        table = list(curves.values())
-        pairs = list(zip(table[:len(experiment_dirs)], table[len(experiment_dirs):]))
+    for label, pairs in pairs_by_group:
+        if not pairs:
+            continue
         try:
-            lines = savings_lines(pairs, metric)
+            lines = savings_lines(pairs, metric, active=label, baseline="random" if label != "active" else "baseline")
         except ValueError as error:
             fail(str(error))
         for line in lines:
             console.print(line, markup=False)
     if plot is not None:
         console.print(f"plot saved to {plot_learning_curves(curves, plot, metric)}")
+
+
+def _name(label: str, n: int, path: Path, n_runs: int) -> str:
+    """'active', 'active 2 (bald2)' for folders given one by one; 'bald (bald_seed42)' from a comparison."""
+    if label not in ("active", "baseline"):
+        return f"{label} ({path.name})"
+    return f"{label} {n} ({path.name})" if n_runs > 1 else label

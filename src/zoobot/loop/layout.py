@@ -14,6 +14,7 @@ from zoobot.files import atomic_path
 
 FINAL_STATE = "final_state.json"
 INSTRUCTIONS_DIR = "instructions"
+COMPARISON_FILE = "comparison.json"  # written by `zoobot compare`: its runs, by acquisition and seed
 LEDGER = "ledger.sqlite"
 
 
@@ -82,3 +83,14 @@ def identity_differences(identities: dict[str, dict | None]) -> list[str]:
             if first.get(key) != ident.get(key):
                 differences.append(f"{key}: {first_name} has {first.get(key)!r}, {name} has {ident.get(key)!r}")
     return differences
+
+
+def comparison_runs(folder: Path) -> dict[str, dict[int, Path]] | None:
+    """{acquisition: {seed: experiment folder}} of a `zoobot compare` folder; None if it is not one."""
+    path = Path(folder) / COMPARISON_FILE
+    if not path.is_file():
+        return None
+    runs: dict[str, dict[int, Path]] = {}
+    for run in json.loads(path.read_text())["runs"]:
+        runs.setdefault(run["acquisition"], {})[int(run["seed"])] = Path(folder) / run["folder"]
+    return runs
