@@ -381,7 +381,7 @@ def test_nan_and_inf_raise_naming_galaxies():
         (lambda: acq.question_entropies(np.full((2, 3, 6), 1e-310), 40), r"alpha below 1e-300.*rows 0, 1 \(2 in all\)"),
         (lambda: acq.bald(np.ones((2, 3, 5)), DECALS_DR5), r"expects 1 output .* or 34 outputs.*got 5"),
         (lambda: acq.bald(np.ones((2, 3, 5))), "got no schema"),
-        (lambda: acq.bald(np.full((2, 3, 1), 0.5), get_schema("decals-dr5:bar")), r"expects 1 output.*got 1"),
+        (lambda: acq.bald(np.full((2, 3, 1), 0.5), get_schema("decals-dr5:smooth-or-featured")), r"expects 1 output.*got 1"),
         (lambda: acq.bald(np.ones((2, 3))), r"expected predictions of shape \(galaxy, sample, output\)"),
         (lambda: acq.question_entropies(np.ones((2, 3, 3)), 5, max_outcomes=-1), "max_outcomes"),
     ],

@@ -98,9 +98,10 @@ def test_vote_fractions_zero_for_unanswered_questions():
 
 
 def test_get_schema_and_subsets_round_trip():
-    bar = get_schema("decals-dr5:bar")
-    assert bar.question_names == ["bar"]
-    assert bar.answer_columns == ["bar_strong", "bar_weak", "bar_no"]
+    bar = get_schema("decals-dr5:smooth-or-featured,disk-edge-on,bar")
+    assert bar.question_names == ["smooth-or-featured", "disk-edge-on", "bar"]
+    assert bar.answer_columns[-3:] == ["bar_strong", "bar_weak", "bar_no"]
+    assert bar.question("bar").asked_after == ("disk-edge-on_no",)  # the tree is kept
     assert get_schema(bar.name) == bar
     assert get_schema("smooth-or-featured") is SMOOTH_OR_FEATURED
     assert BAR.answer_columns == ["bar_yes", "bar_no"]
@@ -130,7 +131,7 @@ def test_likelihood_and_outputs_follow_the_schema():
     assert SMOOTH_OR_FEATURED.likelihood == BINOMIAL and SMOOTH_OR_FEATURED.n_outputs == 1
     assert BAR.likelihood == BINOMIAL and BAR.n_outputs == 1
     assert DECALS_DR5.likelihood == DIRICHLET_MULTINOMIAL and DECALS_DR5.n_outputs == 34
-    three_answers = get_schema("decals-dr5:bar")
+    three_answers = get_schema("decals-dr5:smooth-or-featured")
     assert three_answers.likelihood == DIRICHLET_MULTINOMIAL and three_answers.n_outputs == 3
     two_questions = Schema("two", (Question("a", ("y", "n")), Question("b", ("y", "n"))))
     assert two_questions.likelihood == DIRICHLET_MULTINOMIAL and two_questions.n_outputs == 4
@@ -175,3 +176,15 @@ def test_expected_fractions_of_concentrations():
     np.testing.assert_allclose(two, [[0.25, 0.75]])
     with pytest.raises(ValueError, match="expects 1 output"):
         DECALS_DR5.expected_fractions(np.ones((2, 5)))
+
+
+def test_a_subset_keeps_the_parents_its_questions_need():
+    with pytest.raises(KeyError, match=r"'bar' is asked only after answers of 'disk-edge-on', which the subset "
+                                       r"lacks. Include the parents \(decals-dr5:smooth-or-featured,disk-edge-on,bar\)"):
+        get_schema("decals-dr5:bar")
+    with pytest.raises(KeyError, match=r"gz2:t01_smooth_or_features,t02_edgeon,t04_spiral,t10_arms_winding"):
+        get_schema("gz2:t04_spiral,t10_arms_winding")
+    spiral = get_schema("gz2:t01_smooth_or_features,t02_edgeon,t04_spiral")
+    fractions = np.zeros((1, spiral.n_answers))
+    fractions[0, [1, 4, 5]] = 1.0  # featured, not edge-on, spiral
+    assert spiral.prob_asked(fractions)[0].tolist() == [1.0, 1.0, 1.0]

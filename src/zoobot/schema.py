@@ -192,12 +192,31 @@ class Schema:
         return asked
 
     def subset(self, question_names: list[str], name: str | None = None) -> "Schema":
-        """A schema of only these questions, as roots (their dependencies are dropped)."""
-        chosen = tuple(Question(q.name, q.answers) for q in self.questions if q.name in question_names)
+        """A schema of only these questions, keeping the tree between them.
+
+        A question asked only after another question's answers needs that question in the
+        subset too (P(asked) and BALD's weighting depend on it): a missing parent is a KeyError
+        naming it and the subset that would work.
+        """
+        chosen = [q for q in self.questions if q.name in question_names]
         missing = set(question_names) - {q.name for q in chosen}
         if missing:
             raise KeyError(f"schema {self.name!r} has no questions {sorted(missing)}")
-        return Schema(name or f"{self.name}:{','.join(question_names)}", chosen)
+        names = {q.name for q in chosen}
+        orphans = {q.name: self.parent_of(q).name for q in chosen if q.asked_after and self.parent_of(q).name not in names}
+        if orphans:
+            needed = set(names)
+            for question in chosen:
+                while question.asked_after:
+                    question = self.parent_of(question)
+                    needed.add(question.name)
+            complete = ",".join(q.name for q in self.questions if q.name in needed)
+            asked = "; ".join(f"{child!r} is asked only after answers of {parent!r}" for child, parent in orphans.items())
+            raise KeyError(
+                f"schema {self.name!r}: {asked}, which the subset lacks. Include the parents "
+                f"({self.name}:{complete}), or use a single-question schema if every galaxy was asked"
+            )
+        return Schema(name or f"{self.name}:{','.join(question_names)}", tuple(chosen))
 
 
 def _q(name: str, answers: str, after: str = "") -> Question:
@@ -294,7 +313,8 @@ SCHEMAS: dict[str, Schema] = {s.name: s for s in (GZ2, DECALS_DR5, DECALS_DR12, 
 def get_schema(spec: str) -> Schema:
     """Look up a schema by name, or a question subset as ``schema:question[,question]``.
 
-    ``decals-dr5:bar`` gives a one-question schema holding DECaLS' ``bar`` question.
+    ``decals-dr5:smooth-or-featured,disk-edge-on,bar`` gives DECaLS' ``bar`` question with the
+    questions it is asked after.
     """
     name, _, questions = spec.partition(":")
     if name not in SCHEMAS:

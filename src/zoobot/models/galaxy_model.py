@@ -138,7 +138,7 @@ def create_model(
     architecture: a registered zoobot architecture (``list_architectures()``, e.g. "zoobot-2019")
         or any timm model name, built as ``timm.create_model(name, pretrained=False,
         num_classes=0, in_chans=channels, **backbone_kwargs)``.
-    schema: the Schema, or its name for ``zoobot.schema.get_schema`` (e.g. "decals-dr5:bar").
+    schema: the Schema, or its name for ``zoobot.schema.get_schema`` (e.g. "decals-dr5:smooth-or-featured").
         One question with two answers gives a binomial model (output rho, n_outputs=1);
         anything else a Dirichlet-multinomial model (one concentration per answer).
     channels: 3 for RGB, 1 for greyscale.
