@@ -21,7 +21,7 @@ from zoobot.loop.layout import completed_iterations, identity, identity_differen
 from zoobot.loop.instructions import load_instructions
 from zoobot.loop.ledger import REQUESTED, Ledger
 from zoobot.schema import get_schema
-from zoobot.shards import write_shards
+from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
 from zoobot.training_settings import TrainSettings
 
@@ -338,3 +338,18 @@ def test_identity_differences_name_what_differs():
     assert "test_ids_sha256: bald has 'a', random has 'b'" in differences
     assert any(d.startswith("oracle: bald has") for d in differences)
     assert identity_differences({"a": same, "b": dict(same)}) == []
+
+
+def test_expected_votes_default_to_what_the_oracle_delivers(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    revealing = plan_experiment(catalog_dir, shard_dir, oracle_options={"reveal_votes": 5})
+    assert revealing.acquisition.expected_votes == 5
+    reader = ShardReader(shard_dir)
+    train_votes = reader.votes(reader.split_positions("train")).sum(axis=1)  # one question: every vote
+    assert plan_experiment(catalog_dir, shard_dir).acquisition.expected_votes == int(np.median(train_votes))
+    with pytest.warns(UserWarning, match="expected_votes=40, but the oracle delivers about 5 votes per galaxy"):
+        plan_experiment(catalog_dir, shard_dir, acquisition=AcquisitionSpec(expected_votes=40),
+                        oracle_options={"reveal_votes": 5})
+    result = CliRunner().invoke(app, ["create-instructions", str(catalog_dir), str(shard_dir), str(tmp_path / "e"),
+                                      "--reveal-votes", "5", "--expected-votes", "40"])
+    assert result.exit_code == 0 and "but the oracle delivers about 5 votes per galaxy" in result.output

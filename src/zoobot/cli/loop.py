@@ -2,6 +2,7 @@
 
 import json
 import logging
+import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -30,7 +31,7 @@ logger = logging.getLogger(__name__)
 def plan_from_options(
     catalog_dir: Path, shard_dir: Path, *, quick_test: bool, baseline: bool, warm_start: bool, oracle: str,
     architecture: str, subjects_per_iteration: int, pool_size_per_iteration: Optional[int], n_samples: int,
-    expected_votes: int, epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
+    expected_votes: Optional[int], epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
     precision: str, seed: int,
 ) -> Plan:
@@ -47,18 +48,23 @@ def plan_from_options(
             patience=patience, precision=precision, seed=seed, progress_bar=False,
             devices="1",  # "auto" on a multi-GPU node would relaunch this whole command once per rank
         )
-        return plan_experiment(
-            catalog_dir, shard_dir,
-            model=ModelSpec(train=train, warm_start=warm_start),
-            acquisition=AcquisitionSpec(
-                function="random" if baseline else acquisition, selection=selection, n_samples=n_samples,
-                expected_votes=expected_votes,
-            ),
-            oracle=oracle, oracle_options=oracle_options, subjects_per_iteration=subjects_per_iteration,
-            pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=quick_test,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = plan_experiment(
+                catalog_dir, shard_dir,
+                model=ModelSpec(train=train, warm_start=warm_start),
+                acquisition=AcquisitionSpec(
+                    function="random" if baseline else acquisition, selection=selection, n_samples=n_samples,
+                    expected_votes=expected_votes,
+                ),
+                oracle=oracle, oracle_options=oracle_options, subjects_per_iteration=subjects_per_iteration,
+                pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=quick_test,
+            )
     except (ValueError, FileNotFoundError) as error:  # SettingsError and ShardError are ValueErrors
         fail(str(error))
+    for warning in caught:
+        logger.warning("%s", warning.message)
+    return plan
 
 
 def create(experiment_dir: Path, plan: Plan) -> None:
@@ -83,7 +89,10 @@ ARCHITECTURE = typer.Option(
 SUBJECTS = typer.Option(100, help="Galaxies acquired per iteration.")
 POOL_SIZE = typer.Option(None, help="Score at most this many pool galaxies per iteration (default all).")
 N_SAMPLES = typer.Option(15, help="MC dropout samples per galaxy.")
-EXPECTED_VOTES = typer.Option(40, help="N in BALD: votes a newly labelled galaxy will get (1 for GZ1-style labels).")
+EXPECTED_VOTES = typer.Option(
+    None, help="N in BALD: votes a newly labelled galaxy will get. Default: what the oracle delivers "
+    "(--reveal-votes), else the median votes of the starting labelled galaxies.", show_default=False,
+)
 EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
@@ -118,7 +127,7 @@ def create_instructions_command(
     subjects_per_iteration: int = SUBJECTS,
     pool_size_per_iteration: Optional[int] = POOL_SIZE,
     n_samples: int = N_SAMPLES,
-    expected_votes: int = EXPECTED_VOTES,
+    expected_votes: Optional[int] = EXPECTED_VOTES,
     epochs: int = EPOCHS,
     learning_rate: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,
@@ -208,7 +217,7 @@ def simulate_command(
     subjects_per_iteration: int = SUBJECTS,
     pool_size_per_iteration: Optional[int] = POOL_SIZE,
     n_samples: int = N_SAMPLES,
-    expected_votes: int = EXPECTED_VOTES,
+    expected_votes: Optional[int] = EXPECTED_VOTES,
     epochs: int = EPOCHS,
     learning_rate: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,

@@ -12,9 +12,12 @@ the shards are checked against the schema and the oracle.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from zoobot.checks import SettingsError
 from zoobot.files import atomic_path
@@ -64,7 +67,9 @@ def plan_experiment(
 
     The schema comes from the shards; the oracle's settings are made by its kind from
     ``oracle_options`` and the catalog folder; epochs and learning rate default from
-    ``model.train``. ``quick_test`` shrinks everything (``QUICK_TEST``).
+    ``model.train``; an unset ``acquisition.expected_votes`` becomes what the oracle delivers
+    (:func:`default_expected_votes`), and a different one warns. ``quick_test`` shrinks
+    everything (``QUICK_TEST``).
     """
     model = model or ModelSpec()
     acquisition = acquisition or AcquisitionSpec()
@@ -78,10 +83,11 @@ def plan_experiment(
         pool_size_per_iteration = min(pool_size_per_iteration or QUICK_TEST["pool_size_per_iteration"],
                                       QUICK_TEST["pool_size_per_iteration"])
     settings = oracle_class(oracle).Settings.for_experiment(catalog_dir, seed, **(oracle_options or {}))
+    reader = ShardReader(shard_dir)
     instructions = Instructions(
         catalog_dir=str(Path(catalog_dir).resolve()),
         shard_dir=str(Path(shard_dir).resolve()),
-        schema=ShardReader(shard_dir).schema_spec,
+        schema=reader.schema_spec,
         oracle=OracleSpec(oracle, asdict(settings)),
         subjects_per_iteration=subjects_per_iteration,
         pool_size_per_iteration=pool_size_per_iteration,
@@ -89,7 +95,32 @@ def plan_experiment(
         learning_rate=model.train.learning_rate,
         seed=seed,
     )
+    delivered = default_expected_votes(settings, reader, get_schema(instructions.schema))
+    if acquisition.expected_votes is None:
+        acquisition = replace(acquisition, expected_votes=delivered)
+    elif acquisition.expected_votes != delivered and acquisition.function != "random":
+        warnings.warn(
+            f"expected_votes={acquisition.expected_votes}, but the oracle delivers about {delivered} votes per "
+            "galaxy; BALD will weigh information from votes that will not come. Leave it unset to use "
+            f"{delivered}", UserWarning, stacklevel=2,
+        )
     return Plan(model, acquisition, instructions)
+
+
+def default_expected_votes(oracle_settings, reader: ShardReader, schema) -> int:
+    """N for BALD: what the oracle says it delivers per galaxy, else the median votes of the
+    starting labelled galaxies (each galaxy's most-answered question: the root of its tree)."""
+    delivered = getattr(oracle_settings, "votes_per_galaxy", lambda: None)()
+    if delivered is not None:
+        return int(delivered)
+    counts = reader.votes(reader.split_positions("train"))  # (galaxy, answer)
+    if not len(counts):
+        raise ValueError(
+            f"{reader.shard_dir} has no train galaxies to estimate the votes per galaxy from; "
+            "set expected_votes (--expected-votes)"
+        )
+    per_question = np.stack([counts[:, start:stop].sum(axis=1) for start, stop in schema.answer_groups], axis=1)
+    return max(1, int(np.median(per_question.max(axis=1))))
 
 
 def create_experiment(experiment_dir: str | Path, plan: Plan) -> Path:
@@ -120,6 +151,8 @@ def create_experiment(experiment_dir: str | Path, plan: Plan) -> Path:
             "on val and reports every curve on test, which no choice may see; make shards with "
             "--val-size N --test-size M"
         )
+    if plan.acquisition.expected_votes is None:
+        raise ValueError("AcquisitionSpec.expected_votes is unset; make the plan with plan_experiment, which fills it in")
     oracle = instructions.oracle
     oracle_class(oracle.kind).check_shards(oracle_settings(oracle.kind, oracle.settings), reader)
     train_ids, pool_ids = list(reader.ids("train")), list(reader.ids("pool"))

@@ -54,7 +54,8 @@ class AcquisitionSpec:
     selection: str = "top-k"  # a selection strategy: top-k, or stochastic power / softmax sampling
     power_beta: float = 1.0
     n_samples: int = 15  # MC dropout samples per galaxy
-    expected_votes: int = 40  # N in BALD: votes a newly labelled galaxy is expected to get
+    expected_votes: int | None = None  # N in BALD: votes a newly labelled galaxy will get; None: what
+    # the oracle delivers, filled in by loop.experiment.plan_experiment
     batch_size: int = 256
     precision: str = "32-true"  # or "bf16-mixed" for faster CPU/GPU scoring
 
@@ -64,7 +65,7 @@ class AcquisitionSpec:
         check_choice(owner, "selection", self.selection, STRATEGIES)
         check_number(owner, "power_beta", self.power_beta, 0.0, None, low_inclusive=False)
         check_int(owner, "n_samples", self.n_samples, minimum=1)
-        check_int(owner, "expected_votes", self.expected_votes, minimum=1)
+        check_int(owner, "expected_votes", self.expected_votes, minimum=1, optional=True)
         check_int(owner, "batch_size", self.batch_size, minimum=1)
         check_choice(owner, "precision", self.precision, list(INFERENCE_PRECISIONS))
 

@@ -51,6 +51,10 @@ class SimulatedOracleSettings:
         check_number(owner, "duplicate_rate", self.duplicate_rate, 0.0, 1.0)
         check_int(owner, "seed", self.seed, minimum=0)
 
+    def votes_per_galaxy(self) -> int | None:
+        """How many votes a requested galaxy gets (None: as many as it has hidden)."""
+        return self.reveal_votes
+
     @classmethod
     def for_experiment(cls, catalog_dir: str | Path, seed: int, **options) -> "SimulatedOracleSettings":
         """The hidden votes of ``catalog_dir`` (made by define-experiment --simulation-size)."""
