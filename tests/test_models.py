@@ -276,3 +276,9 @@ def test_fresh_dirichlet_head_starts_weak_and_uniform():
     assert alpha.shape == (32, 4, 5)
     assert abs(alpha.median().item() - INITIAL_CONCENTRATION) < 0.5
     assert alpha.max().item() < 25
+
+
+def test_stochastic_backbone_layers_are_refused_not_silently_dropped():
+    with pytest.raises(ValueError, match=r"\{'drop_path_rate': 0.1\} make the backbone stochastic"):
+        create_model("efficientnet_b0", schema=SMOOTH_OR_FEATURED, drop_path_rate=0.1)
+    create_model("efficientnet_b0", schema=SMOOTH_OR_FEATURED, drop_path_rate=0.0)  # explicit 0 is fine

@@ -30,6 +30,7 @@ from zoobot.schema import Schema, get_schema
 
 logger = logging.getLogger(__name__)
 
+STOCHASTIC_BACKBONE_KWARGS = ("drop_rate", "drop_path_rate", "drop_block_rate")
 CONFIG_KEYS = ("architecture", "schema", "channels", "dropout_rate", "image_size")
 
 
@@ -145,8 +146,11 @@ def create_model(
     dropout_rate: the head's always-on dropout, in [0, 1).
     image_size: input side in pixels, or None for any size. When set, inputs of another size
         raise; timm models that take ``img_size`` (ViTs) are built for it.
-    backbone_kwargs: passed to the backbone builder (e.g. ``pooling="flatten"`` for zoobot-2019,
-        ``drop_path_rate=0.1`` for timm). They must be plain values so the config can be saved.
+    backbone_kwargs: passed to the backbone builder (e.g. ``pooling="flatten"`` for zoobot-2019).
+        They must be plain values so the config can be saved. Stochastic backbone layers
+        (timm's ``drop_rate``, ``drop_path_rate``, ``drop_block_rate`` above 0) are refused: MC
+        prediction runs the backbone once per galaxy in eval mode and samples only the head's
+        dropout, so they would be silently off when the uncertainty is estimated.
     """
     resolved = _resolve_schema(schema)
     if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
@@ -157,6 +161,13 @@ def create_model(
         isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1
     ):
         raise ValueError(f"image_size: expected a positive int or None, got {image_size!r}")
+    stochastic = {k: v for k, v in backbone_kwargs.items() if k in STOCHASTIC_BACKBONE_KWARGS and v}
+    if stochastic:
+        raise ValueError(
+            f"backbone options {stochastic} make the backbone stochastic, but MC prediction samples only the "
+            "head's dropout (the backbone runs once per galaxy, in eval mode), so they would be silently off "
+            "when uncertainties are estimated; set them to 0 and use dropout_rate for the MC head"
+        )
     backbone = build_backbone(architecture, channels=channels, image_size=image_size, **backbone_kwargs)
     likelihood = resolved.likelihood
     head = VoteHead(
