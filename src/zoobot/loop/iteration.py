@@ -206,7 +206,11 @@ def _evaluate(context: IterationContext, model) -> dict:
     report = evaluate_split(
         model, context.reader, context.schema, "test", spec.n_samples, spec.batch_size, spec.precision
     )
-    metrics = {"test_loss": float(report["loss"]), "test_report": report}
+    metrics = {  # test_loss: the Bayesian predictive NLL, -log mean_t p(votes | theta_t)
+        "test_loss": float(report["mixture_loss"]),
+        "test_loss_at_mean": float(report["loss"]),
+        "test_report": report,
+    }
     if "mae" in report:
         metrics["test_mae"] = float(report["mae"])
     write_json_atomic(path, metrics)
