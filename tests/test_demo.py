@@ -11,13 +11,14 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
     result = CliRunner().invoke(
         app,
         ["demo", "--out", str(tmp_path), "--n-galaxies", "120", "--initial-labelled", "20",
-         "--val-size", "15", "--test-size", "15", "--iterations", "2", "--subjects-per-iteration", "10", "--epochs", "1"],
+         "--val-size", "15", "--test-size", "15", "--iterations", "2", "--subjects-per-iteration", "10", "--epochs", "1",
+         "--seeds", "2"],
     )
     assert result.exit_code == 0, result.output
-    assert "learning curve: active" in result.output
-    assert "learning curve: baseline" in result.output
-    for run in ("active", "baseline"):
-        metrics = (tmp_path / run / "metrics.csv").read_text().splitlines()
+    assert "learning curve: bald (bald_seed43)" in result.output
+    assert "label savings of bald against random at matched test_loss (2 paired seeds)" in result.output
+    for run in ("bald_seed42", "random_seed42", "bald_seed43", "random_seed43"):
+        metrics = (tmp_path / "runs" / run / "metrics.csv").read_text().splitlines()
         assert len(metrics) == 3  # header + 2 iterations
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 
@@ -33,6 +33,7 @@ from zoobot.cli.loop import (
 )
 from zoobot.cli.side_by_side import run_side_by_side
 from zoobot.files import write_json_atomic
+from zoobot.loop.instructions import Plan
 from zoobot.loop.layout import COMPARISON_FILE, LEDGER
 
 logger = logging.getLogger(__name__)
@@ -92,14 +93,28 @@ def compare_command(
     for name in ("catalog_dir", "shard_dir", "out", "acquisitions", "seeds", "seed", "total_iterations",
                  "parallel", "override", "names", "unknown"):
         del options[name]
+
+    def make_plan(acquisition: str, run_seed: int) -> Plan:
+        return plan_from_options(
+            catalog_dir, shard_dir, **options, baseline=False, acquisition=acquisition, oracle="simulated",
+            seed=run_seed,
+        )
+
+    experiments = prepare_runs(out, names, range(seed, seed + seeds), make_plan, override, total_iterations)
+    run_side_by_side(experiments, total_iterations, parallel)
+    logger.info("%d runs complete in %s; compare them with `zoobot report %s`", len(experiments), out, out)
+
+
+def prepare_runs(
+    out: Path, acquisitions: list[str], seeds, make_plan: Callable[[str, int], Plan], override: bool,
+    total_iterations: int,
+) -> list[Path]:
+    """Create (or check, to resume) one experiment per acquisition and seed in ``out``; list them
+    in ``out/comparison.json``. Returns the experiment folders."""
     runs = []
-    for repeat in range(seeds):
-        for acquisition in names:
-            run_seed = seed + repeat
-            plan = plan_from_options(
-                catalog_dir, shard_dir, **options, baseline=False, acquisition=acquisition, oracle="simulated",
-                seed=run_seed,
-            )
+    for run_seed in seeds:
+        for acquisition in acquisitions:
+            plan = make_plan(acquisition, run_seed)
             experiment = out / run_name(acquisition, run_seed)
             if (experiment / LEDGER).exists():
                 resume_with(experiment, plan, override)
@@ -108,5 +123,4 @@ def compare_command(
                 create(experiment, plan)
             runs.append({"acquisition": acquisition, "seed": run_seed, "folder": experiment.name})
     write_json_atomic(out / COMPARISON_FILE, {"runs": runs, "total_iterations": total_iterations})
-    run_side_by_side([out / run["folder"] for run in runs], total_iterations, parallel)
-    logger.info("%d runs complete in %s; compare them with `zoobot report %s`", len(runs), out, out)
+    return [out / run["folder"] for run in runs]

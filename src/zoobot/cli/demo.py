@@ -3,14 +3,24 @@
 import logging
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
 
+from zoobot.catalog import define_experiment, load_catalog, save_experiment
 from zoobot.cli.app import app, fail, old_spelling, renamed
+from zoobot.cli.compare import prepare_runs
+from zoobot.cli.report import report_runs
 from zoobot.cli.side_by_side import progress_bar, run_side_by_side
+from zoobot.loop.experiment import plan_experiment
+from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
+from zoobot.schema import get_schema
+from zoobot.shards import write_shards
+from zoobot.synthetic import make_synthetic_catalog
+from zoobot.training_settings import TrainSettings
 
 logger = logging.getLogger(__name__)
 
@@ -29,23 +39,16 @@ def demo_command(
     schema: str = typer.Option(
         "decals-dr5:smooth-or-featured", help="Decision tree to learn, NAME or NAME:q1,q2 (the full tree: decals-dr5)."
     ),
-    seed: int = typer.Option(42, help="Seed of the galaxies, the split, training and acquisition."),
+    seed: int = typer.Option(42, help="Seed of the galaxies and the split; the runs use seed, seed + 1, ..."),
+    seeds: int = typer.Option(3, help="Paired repeats of BALD and random acquisition (3 gives a savings interval)."),
     old_out_dir: Optional[Path] = old_spelling("--out-dir"),
     old_question: Optional[str] = old_spelling("--question"),
     old_eval_size: Optional[int] = old_spelling("--eval-size"),
 ) -> None:
-    """Synthesize galaxies with simulated votes, then run BALD and random acquisition and compare."""
+    """Synthesize galaxies with simulated votes, then run BALD and random acquisition with paired
+    seeds, side by side, and report the label savings on the held-out test split."""
     out_dir = renamed(out, old_out_dir, "--out-dir", "--out")
     question = renamed(None, old_question, "--question", "--schema") or schema
-    from zoobot.catalog import define_experiment, load_catalog, save_experiment
-    from zoobot.loop.experiment import create_experiment, plan_experiment
-    from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
-    from zoobot.cli.report import print_curve, savings_lines
-    from zoobot.reports import learning_curve, plot_learning_curves
-    from zoobot.schema import get_schema
-    from zoobot.shards import write_shards
-    from zoobot.synthetic import make_synthetic_catalog
-    from zoobot.training import TrainSettings
 
     val_size = renamed(None, old_eval_size, "--eval-size", "--val-size") or val_size
     held_out = val_size + test_size
@@ -88,26 +91,17 @@ def demo_command(
             progress=lambda done, total=None: bar.update(task, completed=done),
         )
 
-    runs = {"active": "bald", "baseline": "random"}
-    train = TrainSettings(architecture="zoobot-2019", epochs=epochs, batch_size=16, seed=seed,
-                          progress_bar=False, devices="1")
-    for name, function in runs.items():
-        plan = plan_experiment(
-            root / "catalogs", root / "shards", model=ModelSpec(train=train, warm_start=True),
-            acquisition=AcquisitionSpec(function=function, n_samples=10),
-            subjects_per_iteration=subjects_per_iteration, seed=seed,
-        )
-        create_experiment(root / name, plan)
-    run_side_by_side([root / name for name in runs], iterations)
+    train = TrainSettings(architecture="zoobot-2019", epochs=epochs, batch_size=16, progress_bar=False, devices="1")
 
-    curves = {name: learning_curve(root / name) for name in runs}
-    for name, curve in curves.items():
-        print_curve(console, name, curve)
-    try:
-        lines = savings_lines([(curves["active"], curves["baseline"])], "test_loss", "BALD", "random acquisition")
-    except ValueError as error:
-        fail(str(error))
-    for line in lines:
-        console.print(line, markup=False)
-    plot = plot_learning_curves(curves, root / "learning_curves.png")
-    console.print(f"done in {time.perf_counter() - started:.0f} s; everything is in {root} (plot: {plot})")
+    def make_plan(acquisition: str, run_seed: int):
+        return plan_experiment(
+            root / "catalogs", root / "shards", model=ModelSpec(replace(train, seed=run_seed), warm_start=True),
+            acquisition=AcquisitionSpec(function=acquisition, n_samples=10),
+            subjects_per_iteration=subjects_per_iteration, seed=run_seed,
+        )
+
+    runs = root / "runs"
+    experiments = prepare_runs(runs, ["bald", "random"], range(seed, seed + seeds), make_plan, False, iterations)
+    run_side_by_side(experiments, iterations)
+    report_runs(console, [runs], [], "test_loss", root / "learning_curves.png")
+    console.print(f"done in {time.perf_counter() - started:.0f} s; everything is in {root}")

@@ -86,8 +86,13 @@ def report_command(
     and the oracle settings (each iteration records them); otherwise the differences are listed.
     """
     plot = renamed(out, old_plot, "--plot", "--out")
-    baselines = list(baseline or [])
-    console = Console(soft_wrap=True)  # long lines stay whole in files, pipes and CI logs
+    report_runs(Console(soft_wrap=True), experiment_dirs, list(baseline or []), metric, plot)
+
+
+def report_runs(console: Console, experiment_dirs: list[Path], baselines: list[Path], metric: str,
+                plot: Optional[Path]) -> None:
+    """Print the learning curves and the savings of active runs against paired baselines (or of a
+    `zoobot compare` folder), after checking that the runs can be compared; exits 1 if not."""
     if baselines and len(baselines) != len(experiment_dirs):
         fail(
             f"expected one --baseline per active experiment, paired in order (same seeds); got "
