@@ -4,6 +4,7 @@ import itertools
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -257,6 +258,8 @@ def test_a_well_specified_tree_counts_only_questions_with_votes():
     assert bar["n_galaxies"] == int((votes[:, 1] >= 1).sum()) and bar["n_pairs"] == 2 * bar["n_galaxies"]
     assert report["questions"]["shape"]["n_pairs"] == 3 * n_galaxies
     assert report["all"]["n_galaxies"] == n_galaxies and report["all"]["n_pairs"] == 3 * n_galaxies + 2 * bar["n_galaxies"]
+    assert bar["mean_votes"] == pytest.approx(votes[votes[:, 1] >= 1, 1].mean(), abs=1e-3)
+    assert report["all"]["mean_votes"] == pytest.approx(votes[votes >= 1].mean(), abs=1e-3)
     for part in (report["questions"]["shape"], bar, report["all"]):
         for row in part["intervals"] + part["within"]:
             assert_calibrated(row)
@@ -273,3 +276,80 @@ def test_coverage_reads_memory_mapped_samples_in_chunks(tmp_path, monkeypatch):
     mapped = coverage(np.load(tmp_path / "samples.npy", mmap_mode="r"), counts, SMOOTH_OR_FEATURED)
     monkeypatch.setattr(uncertainty, "CHUNK_GALAXIES", 8192)
     assert_same_report(mapped, coverage(rho, counts, SMOOTH_OR_FEATURED))
+
+
+# ---------------------------------------------------------------- zoobot coverage
+
+
+@pytest.fixture
+def predicted(tmp_path):
+    """A prediction catalog with samples (DECaLS tree, 60 galaxies) and votes drawn from it."""
+    from zoobot.prediction_writer import write_predictions
+
+    rng = np.random.default_rng(9)
+    schema = DECALS_DR5
+    base = rng.dirichlet(np.ones(schema.n_answers), 60)
+    alpha = (rng.gamma(10 * base[:, None, :] + 1, 1.0, size=(60, 8, schema.n_answers)) + 0.5).astype(np.float32)
+    votes = rng.integers(0, 40, size=(60, schema.n_questions))
+    counts = sample_truth_dirichlet(alpha, votes, schema, rng)
+    ids = np.array([f"galaxy-{i}" for i in range(60)])
+    out = tmp_path / "eval.parquet"
+    write_predictions(iter([(ids[:25], alpha[:25]), (ids[25:], alpha[25:])]), out, schema, n_galaxies=60, save_samples=True)
+    catalog = pd.DataFrame(counts, columns=schema.answer_columns)
+    catalog.insert(0, "id_str", ids)
+    return {"predictions": out, "catalog": catalog, "alpha": alpha, "counts": counts, "ids": ids, "folder": tmp_path}
+
+
+def run_coverage(*args):
+    from typer.testing import CliRunner
+
+    from zoobot.cli import app
+
+    return CliRunner().invoke(app, ["coverage", *map(str, args)])
+
+
+def test_cli_coverage_writes_json_csv_and_plot(predicted):
+    folder = predicted["folder"]
+    extra = pd.DataFrame([{"id_str": "not-predicted", **{c: 1 for c in DECALS_DR5.answer_columns}}])
+    shuffled = pd.concat([predicted["catalog"].iloc[::-1], extra])  # another order, one galaxy more
+    shuffled.to_csv(folder / "votes.csv", index=False)
+    refused = run_coverage(predicted["predictions"], folder / "votes.csv", "--out", folder / "cov")
+    assert refused.exit_code == 1 and "1 galaxies that were not predicted: not-predicted" in refused.output
+    assert "--ignore-extra" in refused.output
+    done = run_coverage(predicted["predictions"], folder / "votes.csv", "--out", folder / "cov", "--ignore-extra",
+                        "--level", "0.5", "--level", "0.9", "--max-error", "4")
+    assert done.exit_code == 0, done.output
+    assert "coverage of the posterior predictive intervals" in done.output and "bulge-size" in done.output
+    report = json.loads((folder / "cov" / "coverage.json").read_text())
+    expected = coverage(predicted["alpha"], predicted["counts"], DECALS_DR5, (0.5, 0.9), 4)
+    assert_same_report({k: report[k] for k in expected}, expected)  # votes matched by id_str, not by row
+    assert report["predictions"].endswith("eval.parquet") and report["catalog"].endswith("votes.csv")
+    table = pd.read_csv(folder / "cov" / "coverage.csv")
+    assert len(table) == (DECALS_DR5.n_questions + 1) * (2 + 5)
+    row = table[(table.question == "all") & (table.kind == "interval") & (table.level == 0.9)].iloc[0]
+    assert row.observed == pytest.approx(report["all"]["intervals"][1]["observed"])
+    assert (folder / "cov" / "coverage.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in (folder / "cov").iterdir()) == ["coverage.csv", "coverage.json", "coverage.png"]
+
+
+def test_cli_coverage_names_what_is_wrong(predicted):
+    folder = predicted["folder"]
+    catalog = predicted["catalog"]
+    catalog.iloc[3:].to_csv(folder / "short.csv", index=False)
+    short = run_coverage(predicted["predictions"], folder / "short.csv", "--out", folder / "cov")
+    assert short.exit_code == 1 and "no votes for 3 predicted galaxies: galaxy-0, galaxy-1, galaxy-2" in short.output
+    catalog.drop(columns=["bar_weak"]).to_csv(folder / "other.csv", index=False)
+    other = run_coverage(predicted["predictions"], folder / "other.csv", "--out", folder / "cov")
+    assert other.exit_code == 1 and "no vote columns bar_weak (1 in all) of the predictions' schema 'decals-dr5'" in other.output
+    bad = catalog.astype({"bar_weak": float})
+    bad.loc[5, "bar_weak"] = np.nan
+    bad.to_csv(folder / "nan.csv", index=False)
+    nan = run_coverage(predicted["predictions"], folder / "nan.csv", "--out", folder / "cov")
+    assert nan.exit_code == 1 and "'bar_weak' is empty or not a number for ids galaxy-5" in nan.output
+    catalog.to_csv(folder / "votes.csv", index=False)
+    level = run_coverage(predicted["predictions"], folder / "votes.csv", "--out", folder / "cov", "--level", "95")
+    assert level.exit_code == 1 and "levels: expected probabilities strictly between 0 and 1" in level.output
+    (folder / "eval_samples.npy").unlink()
+    no_samples = run_coverage(predicted["predictions"], folder / "votes.csv", "--out", folder / "cov")
+    assert no_samples.exit_code == 1 and "predict again with --save-samples" in no_samples.output
+    assert not (folder / "cov").exists()

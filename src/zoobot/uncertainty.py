@@ -336,7 +336,9 @@ def coverage(
     - ``within``: for w = 0..max_error, ``predicted`` (mean predictive mass of
       |k - round(E[k])| <= w) and ``observed`` (fraction with the observed k there);
     - ``calibration_error``: mean over levels of |observed - predicted|;
-      ``nominal_gap``: mean over levels of |observed - nominal|.
+      ``nominal_gap``: mean over levels of |observed - nominal|;
+    - ``n_galaxies`` (with N >= 1), ``n_pairs``, ``mean_votes`` (mean N over the (galaxy,
+      question) with N >= 1).
 
     Returns a strict-JSON dict (undefined values None).
     """
@@ -366,7 +368,8 @@ def coverage(
         name: {kind: [_Tally() for _ in range(size)] for kind, size in sizes.items()}
         for name in [*schema.question_names, "all"]
     }
-    vote_sums = {name: 0 for name in schema.question_names}
+    vote_sums = {name: 0 for name in schema.question_names}  # N summed over galaxies with N >= 1
+    n_voted = {name: 0 for name in schema.question_names}
     answers_per_question = np.array([stop - start for start, stop in schema.answer_groups])  # (question,)
 
     for first, chunk, chunk_votes in _chunks(predictions, votes, schema):
@@ -406,6 +409,7 @@ def coverage(
             per_question["within_observed"][q][:, rows] = (np.abs(k - centre) <= w).sum(axis=-1)
             per_question["within_predicted"][q][:, rows] = mass(centre - w, centre + w).sum(axis=-1)
             vote_sums[schema.question_names[q]] += int(n.sum())
+            n_voted[schema.question_names[q]] += len(n)
 
         pairs = np.where(chunk_votes >= 1, answers_per_question, 0)  # (row, question) pairs per galaxy
         for kind, values in per_question.items():
@@ -437,10 +441,12 @@ def coverage(
             for w in widths
         ]
         defined = n_galaxies > 0
+        names = schema.question_names if name == "all" else [name]
+        n_questions_voted = sum(n_voted[q] for q in names)
         return {
             "n_galaxies": n_galaxies,
             "n_pairs": int(tally["observed"][0].pairs),
-            "mean_votes": (_round(vote_sums[name] / n_galaxies, 3) if defined and name in vote_sums else None),
+            "mean_votes": _round(sum(vote_sums[q] for q in names) / n_questions_voted, 3) if n_questions_voted else None,
             "calibration_error": _round(np.mean([abs(r["observed"] - r["predicted"]) for r in intervals])) if defined else None,
             "nominal_gap": _round(np.mean([abs(r["observed"] - r["level"]) for r in intervals])) if defined else None,
             "intervals": intervals,
