@@ -13,7 +13,7 @@ LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
      "augmentation"},
     {"catalog", "models", "losses"},
-    {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "oracles",
+    {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "oracles",
      "checkpoints"},
     {"shard_dataset", "predict"},
     {"training", "prediction_writer"},

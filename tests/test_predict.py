@@ -17,13 +17,14 @@ from zoobot.images import iter_catalog_batches
 from zoobot.metrics import evaluate_predictions
 from zoobot.models import create_model
 from zoobot.predict import evaluate_split, predict_batches, samples_per_view
-from zoobot.prediction_writer import predict_to_parquet, prediction_columns
-from zoobot.schema import DECALS_DR5, GZ2, SMOOTH_OR_FEATURED
+from zoobot.prediction_writer import predict_to_parquet, prediction_columns, read_predictions, write_predictions
+from zoobot.schema import DECALS_DR5, GZ2, SMOOTH_OR_FEATURED, Question, Schema
 from zoobot.shards import ShardReader, write_shards
 from zoobot.synthetic import make_synthetic_catalog
 from zoobot.training import train_model
 from zoobot.training_settings import TrainSettings
 from zoobot.transforms import dihedral_view
+from zoobot.uncertainty import credible_interval, predictive_intervals, question_votes
 
 SIZE = 32
 
@@ -160,11 +161,25 @@ def test_parquet_catalog_and_samples(data, model, tmp_path, monkeypatch):
     assert summary.samples == tmp_path / "pool_samples.npy"
     np.testing.assert_allclose(samples, expected, rtol=1e-6)
     fractions = DECALS_DR5.expected_fractions(samples)  # (galaxy, sample, answer)
+    ci_low, ci_high = credible_interval(samples, DECALS_DR5, 0.9)
+    pi_low, pi_high = predictive_intervals(samples, DECALS_DR5, 40, (0.9,))  # the pool has no votes: N = 40
     for a, column in enumerate(DECALS_DR5.answer_columns):
         mean = table[f"{column}_fraction"].to_numpy()
         np.testing.assert_allclose(mean, fractions[:, :, a].mean(axis=1), rtol=1e-5)
-        np.testing.assert_allclose(table[f"{column}_fraction_q05"], np.percentile(fractions[:, :, a], 5, axis=1), rtol=1e-5)
-        assert (table[f"{column}_fraction_q05"] <= mean + 1e-6).all() and (mean <= table[f"{column}_fraction_q95"] + 1e-6).all()
+        np.testing.assert_allclose(table[f"{column}_fraction_ci05"], np.percentile(fractions[:, :, a], 5, axis=1), rtol=1e-5)
+        np.testing.assert_allclose(table[f"{column}_fraction_ci95"], ci_high[:, a], rtol=1e-5)
+        assert (table[f"{column}_fraction_ci05"] <= mean + 1e-6).all() and (mean <= table[f"{column}_fraction_ci95"] + 1e-6).all()
+        np.testing.assert_allclose(table[f"{column}_fraction_pi05"], pi_low[0, :, a] / 40, rtol=1e-6)
+        np.testing.assert_allclose(table[f"{column}_fraction_pi95"], pi_high[0, :, a] / 40, rtol=1e-6)
+        # the predictive interval of 40 volunteers' fraction is wider than the credible interval of its mean
+        assert (table[f"{column}_fraction_pi05"] <= table[f"{column}_fraction_ci05"] + 1 / 40).all()
+        assert (table[f"{column}_fraction_pi95"] >= table[f"{column}_fraction_ci95"] - 1 / 40).all()
+    assert ((table[f"{column}_fraction_pi95"] - table[f"{column}_fraction_pi05"]).mean()
+            > (table[f"{column}_fraction_ci95"] - table[f"{column}_fraction_ci05"]).mean())
+    assert (table[[f"{q}_pi_votes" for q in DECALS_DR5.question_names]].to_numpy() == 40).all()
+    metadata = pq.read_schema(out).metadata
+    assert metadata[b"zoobot.default_votes"] == b"40" and metadata[b"zoobot.interval_level"] == b"0.9"
+    assert b"40 for every question" in metadata[b"zoobot.pi_votes"]
     for start, stop in DECALS_DR5.answer_groups:
         columns = [f"{c}_fraction" for c in DECALS_DR5.answer_columns[start:stop]]
         np.testing.assert_allclose(table[columns].sum(axis=1), 1.0, rtol=1e-5)
@@ -182,6 +197,61 @@ def test_binomial_fractions_are_rho_and_one_minus_rho(data, tmp_path):
     rho = np.load(tmp_path / "b_samples.npy")[:, :, 0]  # (galaxy, sample)
     np.testing.assert_allclose(table["smooth-or-featured_smooth_fraction"], rho.mean(axis=1), rtol=1e-5)
     np.testing.assert_allclose(table["smooth-or-featured_featured_fraction"], 1 - rho.mean(axis=1), rtol=1e-5)
+
+
+def test_own_votes_set_the_predictive_intervals_of_labelled_galaxies(data, model, tmp_path):
+    reader = ShardReader(data["shards"])
+    out = tmp_path / "eval.parquet"
+    predict_to_parquet(model, reader, "val", out, n_samples=5, save_samples=True, own_votes=True, default_votes=30)
+    table = pd.read_parquet(out)
+    votes = question_votes(reader.votes(reader.split_positions("val")), DECALS_DR5)  # (galaxy, question)
+    assert (votes == 0).any() and (votes > 0).any()  # some questions were never asked
+    used = np.where(votes >= 1, votes, 30)
+    np.testing.assert_array_equal(table[[f"{q}_pi_votes" for q in DECALS_DR5.question_names]].to_numpy(), used)
+    samples = np.load(tmp_path / "eval_samples.npy")
+    low, high = predictive_intervals(samples, DECALS_DR5, used, (0.9,))
+    n = used[:, DECALS_DR5.question_index_of_answer]  # (galaxy, answer)
+    columns = DECALS_DR5.answer_columns
+    np.testing.assert_allclose(table[[f"{c}_fraction_pi05" for c in columns]].to_numpy(), low[0] / n, rtol=1e-6)
+    np.testing.assert_allclose(table[[f"{c}_fraction_pi95" for c in columns]].to_numpy(), high[0] / n, rtol=1e-6)
+    assert b"own votes on the question, 30 where it has none" in pq.read_schema(out).metadata[b"zoobot.pi_votes"]
+    with pytest.raises(ValueError, match="default_votes: expected a whole number of volunteers >= 1, got 0"):
+        predict_to_parquet(model, reader, "val", tmp_path / "x.parquet", n_samples=2, default_votes=0)
+    with pytest.raises(ValueError, match="own_votes needs the manifest's vote columns"):
+        predict_to_parquet(model, reader, "val", tmp_path / "x.parquet", n_samples=2, own_votes=True, schema=GZ2)
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def test_read_predictions_gives_back_the_samples_and_the_schema(data, tmp_path):
+    custom = Schema("custom", (Question("shape", ("round", "disk")), Question("bar", ("yes", "no"), ("shape_disk",))))
+    rng = np.random.default_rng(0)
+    alpha = rng.uniform(1, 10, size=(7, 3, custom.n_answers)).astype(np.float32)
+    ids = np.array([f"g{i}" for i in range(7)])
+    out = tmp_path / "custom.parquet"
+    summary = write_predictions(iter([(ids[:4], alpha[:4]), (ids[4:], alpha[4:])]), out, custom, n_galaxies=7,
+                                save_samples=True, question_votes=np.array([[3, 0]] * 7))
+    read = read_predictions(out)
+    assert read.schema == custom and list(read.catalog["id_str"]) == list(ids)  # a custom schema round-trips
+    np.testing.assert_array_equal(read.samples, alpha)
+    assert (read.catalog["shape_pi_votes"] == 3).all() and (read.catalog["bar_pi_votes"] == 40).all()
+    with pytest.raises(ValueError, match="more predictions than the 2 rows of question_votes"):
+        write_predictions(iter([(ids, alpha)]), tmp_path / "y.parquet", custom, question_votes=np.ones((2, 2), int))
+    with pytest.raises(ValueError, match="expected 9 galaxies \\(rows of question_votes\\), got predictions for 7"):
+        write_predictions(iter([(ids, alpha)]), tmp_path / "y.parquet", custom, question_votes=np.ones((9, 2), int))
+    empty = write_predictions(iter([]), tmp_path / "empty.parquet", custom)
+    assert empty.n_galaxies == 0 and list(pd.read_parquet(tmp_path / "empty.parquet").columns) == ["id_str", *prediction_columns(custom)]
+
+    other = write_predictions(iter([(ids, alpha[::-1].copy())]), tmp_path / "other.parquet", custom, n_galaxies=7, save_samples=True)
+    with pytest.raises(ValueError, match="do not belong to"):
+        read_predictions(out, samples_path=other.samples)
+    summary.samples.unlink()
+    with pytest.raises(ValueError, match="custom_samples.npy are missing; predict again with --save-samples"):
+        read_predictions(out)
+    with pytest.raises(ValueError, match="does not exist"):
+        read_predictions(tmp_path / "none.parquet")
+    pd.DataFrame({"a": [1]}).to_parquet(tmp_path / "plain.parquet")
+    with pytest.raises(ValueError, match="expected an id_str column and the schema"):
+        read_predictions(tmp_path / "plain.parquet")
 
 
 def test_a_failure_midway_leaves_no_output(data, model, tmp_path):
@@ -282,13 +352,16 @@ def test_cli_predict_from_shards_and_from_a_catalog(data, tmp_path):
     assert done.exit_code == 0, done.output
     assert "overall: loss" in done.output  # eval has votes: metrics are printed
     assert len(pd.read_parquet(out)) == 8 and np.load(tmp_path / "eval_samples.npy").shape == (8, 4, 34)
+    eval_votes = question_votes(reader.votes(reader.split_positions("val")), DECALS_DR5)
+    pi_votes = pd.read_parquet(out)[[f"{q}_pi_votes" for q in DECALS_DR5.question_names]].to_numpy()
+    np.testing.assert_array_equal(pi_votes, np.where(eval_votes >= 1, eval_votes, 40))  # own votes where known
 
     catalog_path = tmp_path / "pool_catalog.parquet"
     write_catalog(data["pool_catalog"], catalog_path, DECALS_DR5)
     from_catalog = tmp_path / "from_catalog.parquet"
     done = runner.invoke(app, [
         "predict", "--checkpoint", str(result.best_checkpoint), "--catalog", str(catalog_path),
-        "--save-loc", str(from_catalog), "--n-samples", "3", "--batch-size", "5", "--precision", "32",
+        "--save-loc", str(from_catalog), "--n-samples", "3", "--batch-size", "5", "--precision", "32", "--votes", "25",
     ])
     assert done.exit_code == 0, done.output
     for old, new in (("--checkpoint", "CHECKPOINT"), ("--save-loc", "--out"), ("--precision 32", "--precision 32-true")):
@@ -296,7 +369,11 @@ def test_cli_predict_from_shards_and_from_a_catalog(data, tmp_path):
     table = pd.read_parquet(from_catalog)
     assert list(table["id_str"]) == list(data["pool_catalog"]["id_str"])
     assert list(table.columns) == ["id_str", *prediction_columns(DECALS_DR5)]
+    pool_votes = question_votes(data["pool_catalog"][DECALS_DR5.answer_columns].to_numpy(), DECALS_DR5)
+    np.testing.assert_array_equal(table[[f"{q}_pi_votes" for q in DECALS_DR5.question_names]], np.where(pool_votes >= 1, pool_votes, 25))
 
+    bad_votes = runner.invoke(app, ["predict", str(result.best_checkpoint), "--catalog", str(catalog_path), "--out", str(out), "--votes", "0"])
+    assert bad_votes.exit_code == 1 and "--votes: expected a whole number of volunteers >= 1, got 0" in bad_votes.output
     missing = runner.invoke(app, ["predict", str(result.best_checkpoint), "--out", str(out)])
     assert missing.exit_code == 1 and "exactly one of --shard-dir" in missing.output
     bad = runner.invoke(app, ["predict", str(tmp_path / "none.ckpt"), "--catalog", str(catalog_path), "--out", str(out)])

@@ -12,6 +12,7 @@ import typer
 from zoobot.catalog import CatalogError, read_table, validate_catalog
 from zoobot.ids import describe_ids
 from zoobot.cli.app import app, fail, old_spelling, renamed, required, torch_device
+from zoobot.uncertainty import DEFAULT_VOTES, question_votes
 
 logger = logging.getLogger(__name__)
 
@@ -63,13 +64,17 @@ def predict_command(
         "32-true", help="Lightning precision: 32-true, or bf16-mixed (autocast; about 2x faster on CPU)."
     ),
     tta_views: int = typer.Option(0, help="Test-time augmentation: 2-8 dihedral views (samples split across them)."),
+    votes: int = typer.Option(
+        DEFAULT_VOTES, help="Volunteers per question for the 90% predictive interval of the observed vote fraction, "
+        "where a galaxy's own votes are unknown (own votes are used for labelled splits and catalogs with votes).",
+    ),
     num_workers: int = typer.Option(0, help="Image-decoding processes for --catalog."),
     accelerator: str = typer.Option("auto", help="Lightning accelerator: auto (a GPU if present), cpu or gpu."),
     old_checkpoint: Optional[Path] = old_spelling("--checkpoint"),
     old_save_loc: Optional[Path] = old_spelling("--save-loc"),
     old_device: Optional[str] = old_spelling("--device"),
 ) -> None:
-    """Write per-answer vote fractions with 90% intervals and P(asked) for every galaxy."""
+    """Write per-answer vote fractions, 90% credible and predictive intervals, and P(asked) for every galaxy."""
     checkpoint = required(renamed(checkpoint, old_checkpoint, "--checkpoint", "CHECKPOINT"), "CHECKPOINT")
     save_loc = required(renamed(out, old_save_loc, "--save-loc", "--out"), "--out FILE")
     old_accelerators = {"cuda": "gpu", "cpu": "cpu", "auto": "auto"}
@@ -80,6 +85,8 @@ def predict_command(
         precision = renamed(None, short[precision], f"--precision {precision}", f"--precision {short[precision]}")
     if accelerator not in ("auto", "cpu", "gpu"):
         fail(f"--accelerator: expected one of auto, cpu, gpu, got {accelerator!r}")
+    if votes < 1:
+        fail(f"--votes: expected a whole number of volunteers >= 1, got {votes}")
     from zoobot.checkpoints import read_checkpoint
     from zoobot.images import ImageError, iter_catalog_batches
     from zoobot.metrics import evaluate_predictions, format_metrics
@@ -107,7 +114,7 @@ def predict_command(
                 _, counts = manifest_votes(reader, schema, split)
             summary = predict_to_parquet(
                 model, reader, split, save_loc, n_samples=n_samples, save_samples=save_samples, schema=schema,
-                batch_size=batch_size, precision=precision, tta_views=tta_views,
+                batch_size=batch_size, precision=precision, tta_views=tta_views, own_votes=scored, default_votes=votes,
                 metadata={**metadata, "source": f"{Path(shard_dir).resolve()}:{split}"},
                 on_batch=(lambda ids, p: chunks.append(p)) if scored else None,
             )
@@ -120,6 +127,7 @@ def predict_command(
             batches = predict_image_batches(model, images, n_samples, precision, tta_views)
             summary = write_predictions(
                 batches, save_loc, schema, n_galaxies=len(table), save_samples=save_samples,
+                question_votes=question_votes(counts, schema) if scored else None, default_votes=votes,
                 metadata={**metadata, "source": str(Path(catalog).resolve()), "n_samples": n_samples,
                           "tta_views": tta_views, "precision": precision, "likelihood": model.likelihood},
                 on_batch=(lambda ids, p: chunks.append(p)) if scored else None,
