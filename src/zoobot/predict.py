@@ -225,9 +225,21 @@ def evaluate_split(
     checked (:func:`manifest_votes`) before anything is predicted.
     """
     _, counts = manifest_votes(reader, schema, split)
-    batches = predict_batches(
+    _, predictions = predict_all(
         model, reader, split=split, n_samples=n_samples, batch_size=batch_size, precision=precision, tta_views=tta_views
     )
-    chunks = [predictions for _, predictions in batches]
-    predictions = np.concatenate(chunks) if chunks else np.zeros((0, n_samples, model.n_outputs), np.float32)
     return evaluate_predictions(predictions, counts, schema)
+
+
+def predict_all(model: GalaxyModel, reader: ShardReader, **options) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_batches` collected: ids (galaxy,) and predictions (galaxy, sample, output).
+
+    For sets that fit in memory (a test split, the galaxies acquired in an iteration).
+    """
+    ids, chunks = [], []
+    for batch_ids, predictions in predict_batches(model, reader, **options):
+        ids.append(np.asarray(batch_ids).astype(str))
+        chunks.append(predictions)
+    if not chunks:
+        return np.zeros(0, dtype=str), np.zeros((0, options.get("n_samples", 15), model.n_outputs), np.float32)
+    return np.concatenate(ids), np.concatenate(chunks)

@@ -42,10 +42,11 @@ from zoobot.checkpoints import load_model
 from zoobot.files import atomic_path, write_json_atomic
 from zoobot.loop.experiment import experiment_identity
 from zoobot.loop.instructions import Plan, load_instructions
-from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
+from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, TEST_PREDICTIONS, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
 from zoobot.loop.ledger import UNLABELLED, Ledger
 from zoobot.oracles import Oracle, open_oracle
-from zoobot.predict import evaluate_split, predict_batches
+from zoobot.metrics import evaluate_predictions
+from zoobot.predict import predict_all, predict_batches
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
 from zoobot.training import train_model
@@ -198,14 +199,22 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
 
 
 def _evaluate(context: IterationContext, model) -> dict:
-    """Step 3: MC predictions on the held-out test split against its votes (never used for a choice)."""
+    """Step 3: MC predictions on the held-out test split against its votes (never used for a choice).
+
+    The predictions are kept (``test_predictions.npy``, (galaxy, sample, output) in test order)
+    for coverage and calibration reports.
+    """
     path = context.work / "test_metrics.json"
     if path.exists():
         return json.loads(path.read_text())
-    spec = context.plan.acquisition
-    report = evaluate_split(
-        model, context.reader, context.schema, "test", spec.n_samples, spec.batch_size, spec.precision
+    spec, reader = context.plan.acquisition, context.reader
+    ids, predictions = predict_all(
+        model, reader, split="test", n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
     )
+    report = evaluate_predictions(predictions, reader.votes(reader.positions(ids)), context.schema)
+    with atomic_path(context.work / TEST_PREDICTIONS) as tmp:
+        with open(tmp, "wb") as handle:
+            np.save(handle, predictions.astype(np.float32))
     metrics = {  # test_loss: the Bayesian predictive NLL, -log mean_t p(votes | theta_t)
         "test_loss": float(report["mixture_loss"]),
         "test_loss_at_mean": float(report["loss"]),
@@ -245,11 +254,19 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
             batch_size=spec.batch_size, precision=spec.precision,
         )
     acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
-    acquired = [str(i) for i in selector.result().ids]
+    chosen = selector.result()
+    acquired = [str(i) for i in chosen.ids]
+    _, predictions = predict_all(  # the acquired galaxies' predicted fractions, for reports
+        model, reader, ids=acquired, n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
+    )
+    table = pd.DataFrame({"id_str": acquired, "score": np.asarray(chosen.scores, dtype=np.float64)})
+    fractions = context.schema.expected_fractions(predictions).mean(axis=1)  # (galaxy, answer)
+    for column, values in zip(context.schema.answer_columns, fractions.T):
+        table[f"{column}_fraction"] = values.astype(np.float32)
     seconds = time.perf_counter() - started
     write_json_atomic(work / "acquisition.json", {"seconds": seconds, "n_candidates": len(candidates), **asdict(spec)})
     with atomic_path(acquired_path) as tmp:
-        pd.DataFrame({"id_str": acquired}).to_csv(tmp, index=False)
+        table.to_csv(tmp, index=False)
     return acquired, seconds
 
 

@@ -14,6 +14,7 @@ from zoobot.files import atomic_path
 
 FINAL_STATE = "final_state.json"
 INSTRUCTIONS_DIR = "instructions"
+TEST_PREDICTIONS = "test_predictions.npy"  # (galaxy, sample, output) on the test split, in test order
 COMPARISON_FILE = "comparison.json"  # written by `zoobot compare`: its runs, by acquisition and seed
 LEDGER = "ledger.sqlite"
 
