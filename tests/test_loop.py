@@ -100,7 +100,7 @@ def test_iterations_acquire_collect_and_record_metrics(simulation, tmp_path):
     assert list(table.columns) == ["id_str", "score", *(f"{c}_fraction" for c in SCHEMA.answer_columns)]
     np.testing.assert_allclose(table["score"], scores.loc[table["id_str"]].to_numpy())
     np.testing.assert_allclose(table.filter(like="_fraction").sum(axis=1), 1.0, rtol=1e-5)
-    assert np.load(first / "test_predictions.npy").shape == (N_TEST, 2, 1)  # quick test: 2 MC samples, rho
+    assert np.load(first / "test_predictions.npy").shape == (N_TEST, 2, SCHEMA.n_outputs)  # quick test: 2 samples
     train_record = json.loads((iteration_dir(experiment, 2) / "train_result.json").read_text())
     assert (iteration_dir(experiment, 2) / train_record["checkpoint"]).exists()
     with pytest.raises(ValueError, match="next iteration to run is 4"):
