@@ -77,8 +77,7 @@ def _check_predictions(predictions: np.ndarray, schema: Schema) -> str:
         )
     if predictions.shape[1] < 1:
         raise ValueError(f"predictions: expected at least one sample per galaxy, got shape {predictions.shape}")
-    likelihood = schema.likelihood_of(predictions.shape[-1])
-    return likelihood
+    return schema.likelihood_of(predictions.shape[-1])
 
 
 def _check_values(predictions: np.ndarray, likelihood: str, first_row: int) -> None:
@@ -121,7 +120,7 @@ def _votes_array(votes, n_galaxies: int, schema: Schema) -> np.ndarray:
             f"schema {schema.name!r}), got {votes.shape}"
         )
     if not np.issubdtype(votes.dtype, np.integer) or (votes < 0).any():
-        raise ValueError(f"votes: expected whole numbers of votes >= 0, got dtype {votes.dtype}, min {votes.min()}")
+        raise ValueError(f"votes: expected whole numbers of votes >= 0, got dtype {votes.dtype} with values {np.unique(votes)[:5]}")
     return votes.astype(np.int64)
 
 

@@ -94,15 +94,15 @@ def plot_coverage(report: dict, path: Path) -> None:
     pooled = report["all"]
     if pooled["n_galaxies"]:
         left.plot(levels, [r["observed"] for r in pooled["intervals"]], color="tab:blue", lw=2, marker="o",
-                  label="predictive interval, observed (thin: per question)")
+                  label="observed (thin: per question)")
         left.plot(levels, [r["predicted"] for r in pooled["intervals"]], color="black", ls=":", marker="x",
-                  label="predictive interval, predicted mass")
+                  label="predicted mass")
         left.plot(levels, [r["credible_observed"] for r in pooled["intervals"]], color="tab:red", ls="--", marker="s",
-                  label="credible interval of the mean, observed")
+                  label="credible interval of\nthe mean, observed")
         widths = [r["max_error"] for r in pooled["within"]]
         right.plot(widths, [r["predicted"] for r in pooled["within"]], color="black", label="predicted")
         right.plot(widths, [r["observed"] for r in pooled["within"]], color="tab:blue", marker="o", ls="", label="observed")
-    left.set(xlabel="nominal level", ylabel="fraction of votes inside", xlim=(0, 1), ylim=(0, 1.02),
+    left.set(xlabel="nominal level of the predictive interval", ylabel="fraction of observed counts inside", xlim=(0, 1), ylim=(0, 1.02),
              title=f"coverage, {pooled['n_galaxies']} galaxies, all questions")
     left.legend(fontsize=7, loc="upper left")
     right.set(xlabel="w (votes)", ylabel="P(|k - round(E[k])| <= w)", ylim=(0, 1.02),
