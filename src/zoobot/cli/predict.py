@@ -82,6 +82,7 @@ def predict_command(
     if accelerator not in ("auto", "cpu", "gpu"):
         fail(f"--accelerator: expected one of auto, cpu, gpu, got {accelerator!r}")
     from zoobot.checkpoints import read_checkpoint
+    from zoobot.cli.shards import warn_if_crop_differs
     from zoobot.images import ImageError, iter_catalog_batches
     from zoobot.metrics import evaluate_predictions, format_metrics
     from zoobot.predict import check_predict_options, manifest_votes, predict_image_batches
