@@ -166,8 +166,10 @@ def warn_if_crop_differs(checkpoint: Path, crop_fraction: float) -> None:
 
     `zoobot train --out RUN` writes RUN/metrics.json (with ``shard_dir``) beside
     RUN/checkpoints/*.ckpt; the crop is read from that folder's shard_config.json. Checkpoints
-    from elsewhere (the loop, a moved run) are not checked.
+    from elsewhere (the loop, a moved run) are not checked. Raises ValueError for a crop
+    fraction outside (0, 1].
     """
+    check_crop_fraction(crop_fraction)  # a bad value is an error, not a difference
     metrics = Path(checkpoint).resolve().parent.parent / "metrics.json"
     try:
         trained = crop_fraction_of(read_config(json.loads(metrics.read_text())["shard_dir"]))
