@@ -415,6 +415,8 @@ def test_predict_warns_when_the_catalog_crop_differs_from_training(tmp_path, cat
         caplog.clear()
         warn_if_crop_differs(tmp_path / "elsewhere" / "checkpoints" / "x.ckpt", 1.0)  # no record: no check
         assert not caplog.records
+    with pytest.raises(ValueError, match="crop_fraction: expected"):
+        warn_if_crop_differs(checkpoint, 0.0)
 
 
 def test_cli_bad_image_and_skip_bad(tmp_path, catalogs):
