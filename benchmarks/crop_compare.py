@@ -12,7 +12,7 @@ from its shards' ``shard_config.json`` and its seed from the recorded settings. 
 crop, the mean and sample standard deviation over seeds of the MC-dropout eval metrics of the
 best checkpoint (loss, vote-fraction MAE and RMSE, accuracy of the majority answer) and of the
 best eval loss seen in training, then the difference to ``--baseline-crop`` paired by seed
-(mean, sample standard deviation, and every seed's value).
+(mean, sample standard deviation, 95% t-interval over seeds, and every seed's value).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+from scipy import stats
 
 from zoobot.shards import ShardReader
 from zoobot.shards.format import crop_fraction_of
@@ -78,8 +79,14 @@ def table(run_dirs: list[Path], baseline_crop: float) -> None:
             continue
         seeds = sorted(set(runs[crop]) & set(base))
         for name in names:
-            diffs = [runs[crop][s][name] - base[s][name] for s in seeds]
-            print(f"  crop {crop:g} {name}: {mean_sd(diffs)}  ({', '.join(f'{d:+.4f}' for d in diffs)})")
+            diffs = np.array([runs[crop][s][name] - base[s][name] for s in seeds])
+            half = stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1) / np.sqrt(len(diffs))
+            low, high = diffs.mean() - half, diffs.mean() + half
+            verdict = "includes 0: no significant difference" if low <= 0 <= high else "excludes 0"
+            print(
+                f"  crop {crop:g} {name}: {mean_sd(diffs)}, 95% t-interval [{low:+.4f}, {high:+.4f}] ({verdict}); "
+                f"per seed {', '.join(f'{d:+.4f}' for d in diffs)}"
+            )
 
 
 def mean_sd(values: list[float]) -> str:
