@@ -7,7 +7,9 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from zoobot.images import ImageError, asinh_stretch, load_image
+import pandas as pd
+
+from zoobot.images import ImageError, asinh_stretch, crop_box, iter_catalog_batches, load_image
 
 
 @pytest.fixture
@@ -72,6 +74,7 @@ def test_jpeg_draft_decoding_is_close_to_a_full_decode(tmp_path, rng):
     assert load_image(path, 64, 1).shape == (1, 64, 64)
 
 
+@pytest.mark.realdata
 def test_real_gz1_jpeg(shared_data):
     path = sorted((shared_data / "gz1_sdss_6664" / "images").glob("*.jpeg"))[0]
     image = load_image(path, 128, 3)
@@ -170,3 +173,124 @@ def test_bad_arguments(tmp_path, rng):
         load_image(path, 8, 4)
     with pytest.raises(ValueError, match="size must be"):
         load_image(path, 0, 3)
+
+
+# ---------------------------------------------------------------- centre crop
+
+
+@pytest.mark.parametrize(
+    "width, height, fraction, box",
+    [
+        (424, 424, 0.5, (106, 106, 318, 318)),
+        (423, 423, 0.35, (137, 137, 285, 285)),  # 148.05 -> 148 kept; 275 left over: 137 + 138
+        (10, 10, 0.25, (3, 3, 6, 6)),  # 2.5 rounds up to 3
+        (11, 11, 0.5, (2, 2, 8, 8)),  # 5.5 -> 6; the odd leftover pixel goes right / bottom
+        (40, 20, 0.5, (10, 5, 30, 15)),
+        (100, 100, 0.001, (49, 49, 50, 50)),  # at least one pixel
+        (64, 64, 1.0, (0, 0, 64, 64)),
+    ],
+)
+def test_crop_box(width, height, fraction, box):
+    assert crop_box(width, height, fraction) == box
+
+
+def bright_centre(side, inner, rng):
+    """side x side RGB: black, with a random bright pattern in the central inner x inner square."""
+    pixels = np.zeros((side, side, 3), dtype=np.uint8)
+    start = (side - inner) // 2
+    pixels[start : start + inner, start : start + inner] = rng.integers(128, 256, (inner, inner, 3), dtype=np.uint8)
+    return pixels, pixels[start : start + inner, start : start + inner]
+
+
+def test_png_crop_keeps_the_central_square(tmp_path, rng):
+    pixels, centre = bright_centre(96, 48, rng)
+    path = save_png(tmp_path / "g.png", pixels)
+    # the crop is exactly the bright square: no resampling, the very pixels
+    np.testing.assert_array_equal(load_image(path, 48, 3, crop_fraction=0.5), centre.transpose(2, 0, 1))
+    # then resized like any image
+    expected = np.asarray(Image.fromarray(centre).resize((24, 24), Image.Resampling.BILINEAR))
+    np.testing.assert_array_equal(load_image(path, 24, 3, crop_fraction=0.5), expected.transpose(2, 0, 1))
+    # without the crop the square fills only the middle half of the frame
+    whole = load_image(path, 48, 3)
+    assert whole[:, :11].max() == 0 and whole[:, 13:35, 13:35].min() > 100
+
+
+def test_jpeg_crop_is_close_to_a_full_decode_crop(tmp_path, rng):
+    # a 423 px galaxy (as GZ1's) whose bright core is off the centre of the crop, so a misplaced box shows
+    y, x = np.mgrid[:423, :423]
+    blob = 230 * np.exp(-((x - 200) ** 2 + (y - 225) ** 2) / (2 * 25**2))
+    pixels = np.clip(blob[..., None] + rng.normal(0, 4, (423, 423, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / "galaxy.jpg"
+    Image.fromarray(pixels).save(path, quality=92)
+    # decoded at 1/4 scale (box 26.25..79.25), 1/2 (68.5..142.5) and full scale (no draft)
+    for fraction, size in [(0.5, 48), (0.35, 48), (0.3, 64)]:
+        image = load_image(path, size, 3, crop_fraction=fraction)
+        with Image.open(path) as full:
+            full = full.convert("RGB")
+            reference = np.asarray(full.crop(crop_box(423, 423, fraction)).resize((size, size), Image.Resampling.BILINEAR))
+        difference = np.abs(image.astype(int) - reference.transpose(2, 0, 1).astype(int))
+        assert difference.mean() < 1.5, (fraction, size, difference.mean())
+        assert load_image(path, size, 1, crop_fraction=fraction).shape == (1, size, size)
+
+
+@pytest.mark.parametrize("size", [32, 48, 100, 256])
+@pytest.mark.parametrize("suffix", ["jpg", "png"])
+def test_crop_one_is_bit_identical_to_no_crop(tmp_path, rng, size, suffix):
+    """crop_fraction=1.0 decodes exactly as before crops existed: draft at size, then resize."""
+    y, x = np.mgrid[:256, :256]
+    blob = 220 * np.exp(-((x - 128) ** 2 + (y - 120) ** 2) / (2 * 30**2))
+    pixels = np.clip(blob[..., None] + rng.normal(0, 5, (256, 256, 3)), 0, 255).astype(np.uint8)
+    path = tmp_path / f"galaxy.{suffix}"
+    Image.fromarray(pixels).save(path)
+    for channels, mode in [(3, "RGB"), (1, "L")]:
+        with Image.open(path) as image:
+            if image.format == "JPEG":
+                image.draft(mode, (size, size))
+            image = image.convert(mode)
+            if image.size != (size, size):
+                image = image.resize((size, size), Image.Resampling.BILINEAR)
+            before = np.asarray(image).reshape(size, size, channels).transpose(2, 0, 1)
+        np.testing.assert_array_equal(load_image(path, size, channels, crop_fraction=1.0), before)
+
+
+def test_fits_crop_is_the_centre_of_the_stretched_picture(tmp_path, rng):
+    data = rng.normal(0, 1, (3, 16, 16))
+    data[:, 4:12, 4:12] += np.linspace(5, 50, 64).reshape(8, 8)  # a bright gradient in the centre
+    data[0, 5, 6] = 500.0  # a star in the crop, on FITS row 5 from the bottom
+    path = write_fits(tmp_path / "cube.fits", data)
+    whole = load_image(path, 16, 3)
+    cropped = load_image(path, 8, 3, crop_fraction=0.5)
+    # the same display values (stretch over the whole frame) and orientation as the uncropped image
+    np.testing.assert_array_equal(cropped, whole[:, 4:12, 4:12])
+    assert cropped[0, 16 - 1 - 5 - 4, 6 - 4] == 255
+    # and resized after cropping
+    assert load_image(path, 4, 1, crop_fraction=0.5).shape == (1, 4, 4)
+    np.testing.assert_array_equal(load_image(path, 16, 3, crop_fraction=1.0), whole)
+
+
+@pytest.mark.parametrize("bad", [0, 0.0, -0.5, 1.01, 2, float("nan"), float("inf"), True, "0.5", None])
+def test_bad_crop_fractions_are_refused(tmp_path, rng, bad):
+    path = save_png(tmp_path / "g.png", rng.integers(0, 256, (8, 8, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"crop_fraction: expected a number in \(0, 1\].*got"):
+        load_image(path, 8, 3, crop_fraction=bad)
+    catalog = pd.DataFrame({"id_str": ["a"], "file_loc": [str(path)]})
+    with pytest.raises(ValueError, match="crop_fraction: expected"):
+        iter_catalog_batches(catalog, 8, 3, crop_fraction=bad)  # at the call, before any batch
+
+
+def test_catalog_batches_use_the_crop(tmp_path, rng):
+    paths = [save_png(tmp_path / f"g{i}.png", bright_centre(40, 20, rng)[0]) for i in range(3)]
+    catalog = pd.DataFrame({"id_str": ["a", "b", "c"], "file_loc": [str(p) for p in paths]})
+    ids, images = zip(*iter_catalog_batches(catalog, 20, 3, batch_size=2, crop_fraction=0.5))
+    np.testing.assert_array_equal(np.concatenate(ids), ["a", "b", "c"])
+    expected = np.stack([load_image(p, 20, 3, crop_fraction=0.5) for p in paths])
+    np.testing.assert_array_equal(np.concatenate(images), expected)
+    assert expected.min() >= 128  # the crop is all galaxy
+
+
+@pytest.mark.realdata
+def test_real_gz1_jpeg_crop(shared_data):
+    path = sorted((shared_data / "gz1_sdss_6664" / "images").glob("*.jpeg"))[0]
+    whole, centre = load_image(path, 48, 3), load_image(path, 48, 3, crop_fraction=0.35)
+    assert centre.shape == (3, 48, 48)
+    assert centre.mean() > whole.mean()  # less sky, more galaxy

@@ -1,5 +1,7 @@
 """Writing and reading shards: round trips, bad images, atomicity, the reader and the CLI."""
 
+import json
+import logging
 import os
 import pickle
 import shutil
@@ -18,6 +20,7 @@ from typer.testing import CliRunner
 
 from zoobot.catalog import write_catalog
 from zoobot.cli import app
+from zoobot.cli.shards import warn_if_crop_differs
 from zoobot.images import load_image
 from zoobot.schema import SMOOTH_OR_FEATURED
 from zoobot.shards import (
@@ -28,6 +31,7 @@ from zoobot.shards import (
     ShardReader,
     write_shards,
 )
+from zoobot.shards.format import crop_fraction_of
 
 SCHEMA = SMOOTH_OR_FEATURED
 VOTES = SCHEMA.answer_columns
@@ -191,6 +195,33 @@ def test_bad_settings_and_catalogs(tmp_path, catalogs):
     with pytest.raises(ValueError, match="channels must be 1"):
         write_shards(labelled, unlabelled, tmp_path / "s", SCHEMA, val_size=6, channels=2)
     assert not (tmp_path / "s").exists()
+
+
+def test_crop_fraction_is_recorded_and_applied(tmp_path, catalogs):
+    labelled, unlabelled = catalogs
+    write_shards(labelled, unlabelled, tmp_path / "whole", SCHEMA, val_size=6, size=16)
+    write_shards(labelled, unlabelled, tmp_path / "centre", SCHEMA, val_size=6, size=16, crop_fraction=0.5)
+    whole, centre = ShardReader(tmp_path / "whole"), ShardReader(tmp_path / "centre")
+    assert whole.config["crop_fraction"] == 1.0 and centre.config["crop_fraction"] == 0.5
+    assert crop_fraction_of(centre.config) == 0.5
+    assert crop_fraction_of({k: v for k, v in whole.config.items() if k != "crop_fraction"}) == 1.0  # older folders
+    # 32 px PNGs cropped to their central 16 px: stored untouched, and unlike the resized whole
+    path = labelled["file_loc"][0]
+    with Image.open(path) as png:
+        expected = np.asarray(png)[8:24, 8:24].transpose(2, 0, 1)
+    np.testing.assert_array_equal(centre.image(labelled["id_str"][0]), expected)
+    assert not np.array_equal(whole.image(labelled["id_str"][0]), expected)
+    # different pixels, so different checksums: the two folders cannot pass for each other
+    digests = (reader.config["checksums"]["sha256"]["train/shard_00000.npy"] for reader in (whole, centre))
+    assert len(set(digests)) == 2
+    centre.verify()
+
+
+@pytest.mark.parametrize("bad", [0.0, -1.0, 1.5, float("nan")])
+def test_bad_crop_fraction_is_refused_before_any_work(tmp_path, catalogs, bad):
+    with pytest.raises(ValueError, match=r"crop_fraction: expected a number in \(0, 1\].*got"):
+        write_shards(*catalogs, tmp_path / "s", SCHEMA, val_size=6, size=16, crop_fraction=bad)
+    assert not (tmp_path / "s").exists() and not list(tmp_path.glob(".s.tmp-*"))
 
 
 def test_reader_rejects_incomplete_and_altered_dirs(tmp_path, shard_dir):
@@ -357,6 +388,38 @@ def test_cli_make_shards(tmp_path, catalogs):
     assert again.exit_code == 1 and "not empty" in again.output
 
 
+def test_cli_make_shards_crop_fraction(tmp_path, catalogs):
+    args = write_experiment(tmp_path, catalogs)
+    runner = CliRunner()
+    base = ["make-shards", *args, "--eval-size", "6", "--size", "16"]
+    result = runner.invoke(app, [*base, "--out", str(tmp_path / "s"), "--crop-fraction", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert ShardReader(tmp_path / "s").config["crop_fraction"] == 0.5
+    assert runner.invoke(app, ["check-shards", str(tmp_path / "s")]).exit_code == 0
+    for bad in ("0", "1.2", "-0.3"):
+        refused = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), "--crop-fraction", bad])
+        assert refused.exit_code == 1 and "--crop-fraction" in refused.output and "expected" in refused.output
+        assert "Traceback" not in refused.output and not (tmp_path / "bad").exists()
+
+
+def test_predict_warns_when_the_catalog_crop_differs_from_training(tmp_path, catalogs, caplog):
+    """`zoobot train --out RUN` records shard_dir in RUN/metrics.json beside RUN/checkpoints/."""
+    write_shards(*catalogs, tmp_path / "shards", SCHEMA, val_size=6, size=16, crop_fraction=0.5)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "metrics.json").write_text(json.dumps({"shard_dir": str(tmp_path / "shards")}))
+    checkpoint = tmp_path / "run" / "checkpoints" / "best.ckpt"
+    with caplog.at_level(logging.WARNING):
+        warn_if_crop_differs(checkpoint, 0.5)
+        assert not caplog.records
+        warn_if_crop_differs(checkpoint, 1.0)
+        assert "--crop-fraction 0.5" in caplog.text
+        caplog.clear()
+        warn_if_crop_differs(tmp_path / "elsewhere" / "checkpoints" / "x.ckpt", 1.0)  # no record: no check
+        assert not caplog.records
+    with pytest.raises(ValueError, match="crop_fraction: expected"):
+        warn_if_crop_differs(checkpoint, 0.0)
+
+
 def test_cli_bad_image_and_skip_bad(tmp_path, catalogs):
     labelled, unlabelled = catalogs
     args = write_experiment(tmp_path, (break_images(labelled, tmp_path), unlabelled))
@@ -372,6 +435,7 @@ def test_cli_bad_image_and_skip_bad(tmp_path, catalogs):
     assert unknown.exit_code == 1 and "unknown schema" in unknown.output
 
 
+@pytest.mark.realdata
 def test_real_gz1_jpegs(tmp_path, shared_data):
     folder = shared_data / "gz1_sdss_6664"
     labels = pd.read_csv(folder / "labels.csv", dtype={"OBJID": str}).head(24)

@@ -69,6 +69,7 @@ def predict_command(
         "where a galaxy's own votes are unknown (own votes are used for labelled splits and catalogs with votes).",
     ),
     num_workers: int = typer.Option(0, help="Image-decoding processes for --catalog."),
+    crop_fraction: float = typer.Option(1.0, help="--catalog: centre crop, as the training shards' make-shards --crop-fraction."),
     accelerator: str = typer.Option("auto", help="Lightning accelerator: auto (a GPU if present), cpu or gpu."),
     old_checkpoint: Optional[Path] = old_spelling("--checkpoint"),
     old_save_loc: Optional[Path] = old_spelling("--save-loc"),
@@ -88,6 +89,7 @@ def predict_command(
     if votes < 1:
         fail(f"--votes: expected a whole number of volunteers >= 1, got {votes}")
     from zoobot.checkpoints import read_checkpoint
+    from zoobot.cli.shards import warn_if_crop_differs
     from zoobot.images import ImageError, iter_catalog_batches
     from zoobot.metrics import evaluate_predictions, format_metrics
     from zoobot.predict import check_predict_options, manifest_votes, predict_image_batches
@@ -123,7 +125,8 @@ def predict_command(
             if scored:
                 counts = table[schema.answer_columns].to_numpy(dtype=np.int64)
             size = model.image_size or loaded.model_config.get("image_size")
-            images = iter_catalog_batches(table, size, model.channels, batch_size, num_workers)
+            warn_if_crop_differs(checkpoint, crop_fraction)
+            images = iter_catalog_batches(table, size, model.channels, batch_size, num_workers, crop_fraction)
             batches = predict_image_batches(model, images, n_samples, precision, tta_views)
             summary = write_predictions(
                 batches, save_loc, schema, n_galaxies=len(table), save_samples=save_samples,

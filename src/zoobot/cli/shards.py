@@ -1,5 +1,6 @@
 """`zoobot make-shards` and `zoobot check-shards`: experiment catalogs -> uint8 image shards."""
 
+import json
 import logging
 from pathlib import Path
 from typing import Optional
@@ -19,7 +20,9 @@ from rich.text import Text
 from zoobot.catalog import CatalogError, load_catalog, schema_spec_of
 from zoobot.cli.app import app, fail, old_spelling, renamed, required
 from zoobot.schema import SCHEMAS, get_schema
-from zoobot.shards import BAD_IMAGES_NAME, ShardError, ShardReader, write_shards
+from zoobot.images import check_crop_fraction
+from zoobot.shards import BAD_IMAGES_NAME, ShardError, ShardReader, read_config, write_shards
+from zoobot.shards.format import crop_fraction_of
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +55,9 @@ def make_shards_command(
     max_unlabelled: Optional[int] = typer.Option(None, help="At most this many pool galaxies."),
     size: int = typer.Option(128, help="Image side in pixels after resizing."),
     channels: int = typer.Option(3, help="3 for RGB, 1 for greyscale."),
+    crop_fraction: float = typer.Option(
+        1.0, help="Keep the central F x F of each image before resizing (0 < F <= 1; 1 keeps it all)."
+    ),
     num_workers: int = typer.Option(1, help="Decoding processes."),
     shard_size: int = typer.Option(4096, help="Images per shard file."),
     skip_bad: bool = typer.Option(
@@ -66,7 +72,7 @@ def make_shards_command(
     old_workers: Optional[int] = old_spelling("--workers"),
     old_eval_size: Optional[int] = old_spelling("--eval-size"),
 ) -> None:
-    """Decode and resize every image once into uint8 shards (train / eval / pool) plus a manifest."""
+    """Decode and resize every image once into uint8 shards (train / val / test / pool) plus a manifest."""
     labelled_catalog = required(
         renamed(labelled_catalog, old_labelled_catalog, "--labelled-catalog", "LABELLED_CATALOG"), "LABELLED_CATALOG"
     )
@@ -77,6 +83,10 @@ def make_shards_command(
     shard_dir = required(renamed(out, old_shard_dir, "--shard-dir", "--out"), "--out SHARD_DIR")
     workers = renamed(None, old_workers, "--workers", "--num-workers") or num_workers
     val_size = required(renamed(val_size, old_eval_size, "--eval-size", "--val-size"), "--val-size N")
+    try:
+        check_crop_fraction(crop_fraction)
+    except ValueError as error:
+        fail(f"--crop-fraction: {error}")
     try:
         chosen = get_schema(schema) if schema is not None else None
     except KeyError as error:
@@ -117,6 +127,7 @@ def make_shards_command(
                 test_size,
                 size=size,
                 channels=channels,
+                crop_fraction=crop_fraction,
                 shard_size=shard_size,
                 max_labelled=max_labelled,
                 max_unlabelled=max_unlabelled,
@@ -133,8 +144,9 @@ def make_shards_command(
 
     counts = ", ".join(f"{n} {split}" for split, n in summary.counts.items())
     logger.info(
-        "wrote %s: %s galaxies in %d shard files at %d px x %d channels; %.0f images/s (%.1f s, workers=%d)",
-        shard_dir, counts, summary.n_shards, size, channels, summary.images_per_second, summary.seconds, workers,
+        "wrote %s: %s galaxies in %d shard files at %d px x %d channels, crop %g; %.0f images/s (%.1f s, workers=%d)",
+        shard_dir, counts, summary.n_shards, size, channels, crop_fraction, summary.images_per_second,
+        summary.seconds, workers,
     )
     if summary.n_bad:
         logger.warning(
@@ -156,3 +168,25 @@ def check_shards_command(
     except ShardError as error:
         fail(str(error))
     logger.info("%s is complete and intact: %s", shard_dir, reader.counts)
+
+
+def warn_if_crop_differs(checkpoint: Path, crop_fraction: float) -> None:
+    """Warn when a `zoobot train` checkpoint's shards were made with another --crop-fraction.
+
+    `zoobot train --out RUN` writes RUN/metrics.json (with ``shard_dir``) beside
+    RUN/checkpoints/*.ckpt; the crop is read from that folder's shard_config.json. Checkpoints
+    from elsewhere (the loop, a moved run) are not checked. Raises ValueError for a crop
+    fraction outside (0, 1].
+    """
+    check_crop_fraction(crop_fraction)  # a bad value is an error, not a difference
+    metrics = Path(checkpoint).resolve().parent.parent / "metrics.json"
+    try:
+        trained = crop_fraction_of(read_config(json.loads(metrics.read_text())["shard_dir"]))
+    except (OSError, ValueError, KeyError, TypeError):  # no record, or shards gone: nothing to compare
+        return
+    if trained != crop_fraction:
+        logger.warning(
+            "this model was trained on shards made with --crop-fraction %g (%s), but the catalog is "
+            "decoded with --crop-fraction %g; pass --crop-fraction %g to show it the images it learned from",
+            trained, metrics, crop_fraction, trained,
+        )

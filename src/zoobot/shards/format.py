@@ -83,3 +83,8 @@ def read_config(shard_dir: str | os.PathLike) -> dict:
             "make-shards`; version 2 splits the labelled galaxies into train, val and test)"
         )
     return config
+
+
+def crop_fraction_of(config: dict) -> float:
+    """The centre crop a shard folder was made with; 1.0 (no crop) for folders that predate it."""
+    return float(config.get("crop_fraction", 1.0))

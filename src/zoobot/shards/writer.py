@@ -25,7 +25,7 @@ from zoobot import __version__
 from zoobot.catalog import validate_catalog
 from zoobot.files import write_json_atomic
 from zoobot.ids import describe_ids
-from zoobot.images import DECODE_SETTINGS, ImageError, load_image
+from zoobot.images import DECODE_SETTINGS, ImageError, check_crop_fraction, load_image
 from zoobot.progress import ProgressCallback
 from zoobot.schema import Schema
 from zoobot.shards.format import (
@@ -76,6 +76,7 @@ def write_shards(
     test_size: int = 0,
     size: int = 128,
     channels: int = 3,
+    crop_fraction: float = 1.0,
     shard_size: int = 4096,
     max_labelled: int | None = None,
     max_unlabelled: int | None = None,
@@ -89,7 +90,9 @@ def write_shards(
     val is the first ``val_size`` labelled rows (early stopping and checkpoint choice), test the
     next ``test_size`` (reported, never used for any choice), train the rest of the labelled
     rows (at most ``max_labelled``), pool the unlabelled rows (at most ``max_unlabelled``);
-    catalogs arrive shuffled from define-experiment. ``workers > 1`` decodes in a process pool, in order.
+    catalogs arrive shuffled from define-experiment. ``crop_fraction`` in (0, 1] keeps the central
+    fraction of each image side before resizing to ``size`` (1.0: the whole image; see
+    :func:`zoobot.images.crop_box`). ``workers > 1`` decodes in a process pool, in order.
 
     Without ``skip_bad`` any missing or undecodable image fails the run with a BadImagesError
     naming all of them, and nothing is left at ``shard_dir``. With ``skip_bad`` they are left
@@ -97,6 +100,7 @@ def write_shards(
     ``shard_config.json``.
     """
     _check_settings(val_size, test_size, size, channels, shard_size, max_labelled, max_unlabelled, workers)
+    check_crop_fraction(crop_fraction)
     plan = _plan(labelled, unlabelled, schema, val_size, test_size, max_labelled, max_unlabelled)
     shard_dir = Path(shard_dir)
     _check_target(shard_dir)
@@ -113,7 +117,7 @@ def write_shards(
     logger.debug("writing shards into %s", tmp)
     try:
         locations, bad = _decode_and_write(
-            plan, tmp, size, channels, shard_size, workers, skip_bad, progress
+            plan, tmp, size, channels, crop_fraction, shard_size, workers, skip_bad, progress
         )
         if len(bad) and not skip_bad:
             raise BadImagesError(_bad_images_message(bad, len(plan)), bad)
@@ -141,6 +145,7 @@ def write_shards(
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "size": size,
             "channels": channels,
+            "crop_fraction": float(crop_fraction),
             "shard_size": shard_size,
             "n_galaxies": len(manifest),
             "splits": {split: {"count": counts[split], "shards": shard_files[split]} for split in SPLITS},
@@ -251,22 +256,24 @@ def _bad_images_message(bad: pd.DataFrame, n_total: int) -> str:
     )
 
 
-def _decode_or_reason(path: str, size: int, channels: int) -> tuple[np.ndarray | None, str | None]:
+def _decode_or_reason(
+    path: str, size: int, channels: int, crop_fraction: float
+) -> tuple[np.ndarray | None, str | None]:
     """Worker task: (C, size, size) uint8 and None, or None and why it failed."""
     try:
-        return load_image(path, size, channels), None
+        return load_image(path, size, channels, crop_fraction), None
     except ImageError as error:
         return None, error.reason
 
 
-def _decode_and_write(plan, tmp, size, channels, shard_size, workers, skip_bad, progress):
+def _decode_and_write(plan, tmp, size, channels, crop_fraction, shard_size, workers, skip_bad, progress):
     """Decode in plan order and append to per-split shard files.
 
     Returns ({plan index: (shard name, row)}, bad images DataFrame indexed like plan).
     After the first bad image without skip_bad, decoding goes on (to report every bad image)
     but nothing more is written.
     """
-    decode = functools.partial(_decode_or_reason, size=size, channels=channels)
+    decode = functools.partial(_decode_or_reason, size=size, channels=channels, crop_fraction=crop_fraction)
     paths = plan["file_loc"].tolist()
     writers: dict[str, _SplitWriter] = {}
     locations: dict[int, tuple[str, int]] = {}
