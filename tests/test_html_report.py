@@ -63,7 +63,7 @@ def write_run(folder: Path, simulation, acquisition: str, seed: int, losses, wit
         acquired = pd.DataFrame({"id_str": pool[order[PER_ITERATION * (n - 1): PER_ITERATION * n]]})
         if with_records:
             acquired["score"] = rng.random(PER_ITERATION)
-            fractions = rng.dirichlet([2, 2, 1], PER_ITERATION)
+            fractions = SCHEMA.expected_fractions(rng.gamma(2, 1, size=(PER_ITERATION, SCHEMA.n_outputs)))  # (galaxy, answer)
             for k, answer in enumerate(SCHEMA.answer_columns):
                 acquired[f"{answer}_fraction"] = fractions[:, k]
         acquired.to_csv(done / "acquired.csv", index=False)

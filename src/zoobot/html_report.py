@@ -427,8 +427,12 @@ def coverage_figure(runs: Sequence[Run], reports: dict[str, dict], schema: Schem
             for r in rows:
                 left.annotate(f"{r['level']:.0%}", (r["predicted"], r["observed"]), textcoords="offset points",
                               xytext=(4, -10), fontsize=7, color="0.35")
+    shown = [v for report in reports.values() for r in report["all"]["intervals"] for v in (r["predicted"], r["observed"])
+             if v is not None]
+    low = min([0.4, *shown])
+    low = max(0.0, math.floor(low * 10) / 10)  # whole tenths, so every point is in view
     left.set(xlabel="expected coverage (predictive mass of the interval)", ylabel="observed coverage of test votes",
-             xlim=(0.4, 1.0), ylim=(0.4, 1.0), title="reliability, all questions pooled")
+             xlim=(low, 1.01), ylim=(low, 1.01), title="reliability, all questions pooled")
     left.set_aspect("equal")
     left.grid(alpha=0.3)
     left.legend(loc="upper left", fontsize=8)
@@ -447,19 +451,23 @@ def coverage_figure(runs: Sequence[Run], reports: dict[str, dict], schema: Schem
         right.axvline(HEADLINE_LEVEL, color="0.5", ls="--", lw=1)
         right.set_yticks(range(schema.n_questions), schema.question_names)
         right.invert_yaxis()
-        right.set(xlabel=f"observed coverage of the {HEADLINE_LEVEL:.0%} interval", title="per question, each run")
+        right.set(xlabel=f"observed coverage of the {HEADLINE_LEVEL:.0%} interval (dashed: nominal)",
+                  title="per question, each run", xlim=(-0.02, 1.02))
         right.grid(axis="x", alpha=0.3)
     figure.tight_layout()
     return _png(figure)
 
 
 def _thumbnail(image: np.ndarray) -> str:
-    """(C, H, W) uint8 -> a PNG data URI."""
+    """(C, H, W) uint8 -> a PNG data URI, shrunk to THUMBNAIL_PX if larger (small ones are enlarged by the page)."""
     from PIL import Image
 
     pixels = image[0] if image.shape[0] == 1 else np.transpose(image[:3], (1, 2, 0))
+    picture = Image.fromarray(np.ascontiguousarray(pixels))
+    if max(picture.size) > THUMBNAIL_PX:
+        picture = picture.resize((THUMBNAIL_PX, THUMBNAIL_PX), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(pixels)).save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -616,7 +624,7 @@ h3 { font-size: 16px; margin: 20px 0 6px; }
 img.figure { max-width: 100%; display: block; margin: 10px 0; }
 table { border-collapse: collapse; margin: 10px 0; font-size: 13px; }
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-align: top; }
-th { background: #f3f3f3; } td.text, th.text { text-align: left; }
+th { background: #f3f3f3; } td.text, th.text { text-align: left; white-space: nowrap; }
 .definition, .note { font-size: 13px; color: #444; } .note { color: #8a4b00; }
 .verdict { text-align: left; max-width: 520px; }
 table.grid td { border: none; padding: 2px; text-align: center; font-size: 11px; line-height: 1.2; }
@@ -736,7 +744,7 @@ def _coverage_table(runs: Sequence[Run], reports: dict[str, dict], schema: Schem
             label = "all questions" if question == "all" else question
             rows.append(f"<tr><td class='text'>{html.escape(acquisition)}</td><td class='text'>{html.escape(label)}</td>"
                         f"<td>{len(pieces)}</td><td>{pieces[0]['n_galaxies']}</td>{cells}<td>{credible:.3f}</td></tr>")
-    return ("<table><tr><th class='text'>acquisition</th><th class='text'>question</th><th>runs</th><th>test galaxies</th>"
+    return ("<table><tr><th class='text'>acquisition</th><th class='text'>question</th><th>runs</th><th>test galaxies with votes</th>"
             f"{head}<th>credible {HEADLINE_LEVEL:.0%} interval of the mean fraction: observed</th></tr>"
             + "".join(rows) + "</table><p class='definition'>Means over the runs of each acquisition. The credible "
             "interval of the expected fraction ignores the scatter of N volunteers' votes, so it covers the observed "
