@@ -192,7 +192,7 @@ def test_runs_made_before_iterations_kept_records_are_reported_without_them(simu
     assert any("baseline: its last iteration kept no test_predictions.npy" in note for note in numbers["notes"])
     assert numbers["savings"][0]["axes"]["n_labelled"]["interval_note"] == "one seed: no interval"
     text = out.read_text()
-    assert "scores and fractions not recorded" in text and "column" not in numbers["acquired_distributions"]
+    assert "scores and fractions<br>not recorded" in text and "column" not in numbers["acquired_distributions"]
 
 
 @pytest.mark.slow

@@ -404,21 +404,19 @@ def histogram_figure(values: dict, key: str, xlabel: str, bins: np.ndarray, pool
     return _png(figure)
 
 
-def coverage_figure(runs: Sequence[Run], reports: dict[str, dict], schema: Schema) -> str:
-    """Reliability: observed against predicted coverage at each level, pooled over questions, one
-    line per run; with several questions, the observed 90% coverage of each question."""
+def coverage_figure(runs: Sequence[Run], reports: dict[str, dict]) -> str:
+    """Two panels, one line per run, all questions pooled: reliability (observed against expected
+    coverage of the predictive interval at each level) and the 2019 paper's +-w coverage."""
     plt = _pyplot()
-    many = schema.n_questions > 1
-    figure, axes = plt.subplots(1, 2 if many else 1, figsize=(11 if many else 5.6, 4.6), squeeze=False)
-    left = axes[0, 0]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.8))
     colour = colours([run.acquisition for run in runs])
-    left.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--", label="calibrated (observed = predicted)")
+    left.plot([0, 1], [0, 1], color="0.5", lw=1, ls="--", label="calibrated (observed = expected)")
     labelled: set[str] = set()
     for run in runs:
         report = reports.get(run.name)
         if report is None or not report["all"]["n_galaxies"]:
             continue
-        rows = report["all"]["intervals"]
+        rows, within = report["all"]["intervals"], report["all"]["within"]
         label = run.acquisition if run.acquisition not in labelled else None
         labelled.add(run.acquisition)
         left.plot([r["predicted"] for r in rows], [r["observed"] for r in rows], color=colour[run.acquisition],
@@ -427,33 +425,52 @@ def coverage_figure(runs: Sequence[Run], reports: dict[str, dict], schema: Schem
             for r in rows:
                 left.annotate(f"{r['level']:.0%}", (r["predicted"], r["observed"]), textcoords="offset points",
                               xytext=(4, -10), fontsize=7, color="0.35")
+        widths = [r["max_error"] for r in within]
+        right.plot(widths, [r["predicted"] for r in within], color=colour[run.acquisition], ls="--", lw=1, alpha=0.8,
+                   label=f"{run.acquisition}: expected" if label else None)
+        right.plot(widths, [r["observed"] for r in within], color=colour[run.acquisition], marker="o", ms=3, lw=1.2,
+                   alpha=0.8, label=f"{run.acquisition}: observed" if label else None)
     shown = [v for report in reports.values() for r in report["all"]["intervals"] for v in (r["predicted"], r["observed"])
              if v is not None]
-    low = min([0.4, *shown])
-    low = max(0.0, math.floor(low * 10) / 10)  # whole tenths, so every point is in view
+    low = max(0.0, math.floor(min([0.4, *shown]) * 10) / 10)  # whole tenths, so every point is in view
     left.set(xlabel="expected coverage (predictive mass of the interval)", ylabel="observed coverage of test votes",
-             xlim=(low, 1.01), ylim=(low, 1.01), title="reliability, all questions pooled")
+             xlim=(low, 1.01), ylim=(low, 1.01), title="reliability of the predictive intervals")
     left.set_aspect("equal")
     left.grid(alpha=0.3)
     left.legend(loc="upper left", fontsize=8)
-    if many:
-        right = axes[0, 1]
-        index = {level: n for n, level in enumerate(LEVELS)}[HEADLINE_LEVEL]
-        for n_run, run in enumerate(runs):
-            report = reports.get(run.name)
-            if report is None:
-                continue
-            for q, name in enumerate(schema.question_names):
-                part = report["questions"][name]
-                if part["n_galaxies"]:
-                    right.scatter(part["intervals"][index]["observed"], q + (n_run - len(runs) / 2) * 0.04,
-                                  color=colour[run.acquisition], s=14)
-        right.axvline(HEADLINE_LEVEL, color="0.5", ls="--", lw=1)
-        right.set_yticks(range(schema.n_questions), schema.question_names)
-        right.invert_yaxis()
-        right.set(xlabel=f"observed coverage of the {HEADLINE_LEVEL:.0%} interval (dashed: nominal)",
-                  title="per question, each run", xlim=(-0.02, 1.02))
-        right.grid(axis="x", alpha=0.3)
+    right.set(xlabel="w (votes)", ylabel="P(|k − round(E[k])| ≤ w)", ylim=(0, 1.02),
+              title="vote counts within ±w of the expected count")
+    right.grid(alpha=0.3)
+    right.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    return _png(figure)
+
+
+def question_coverage_figure(runs: Sequence[Run], reports: dict[str, dict], schema: Schema) -> str:
+    """The observed coverage of the headline-level interval for each question, one dot per run."""
+    plt = _pyplot()
+    figure, panel = plt.subplots(figsize=(8, 0.9 + 0.35 * schema.n_questions))
+    colour = colours([run.acquisition for run in runs])
+    index = LEVELS.index(HEADLINE_LEVEL)
+    labelled: set[str] = set()
+    for n_run, run in enumerate(runs):
+        report = reports.get(run.name)
+        if report is None:
+            continue
+        for q, name in enumerate(schema.question_names):
+            part = report["questions"][name]
+            if part["n_galaxies"]:
+                label = run.acquisition if run.acquisition not in labelled else None
+                labelled.add(run.acquisition)
+                panel.scatter(part["intervals"][index]["observed"], q + (n_run - len(runs) / 2) * 0.04,
+                              color=colour[run.acquisition], s=14, label=label)
+    panel.axvline(HEADLINE_LEVEL, color="0.5", ls="--", lw=1)
+    panel.set_yticks(range(schema.n_questions), schema.question_names)
+    panel.invert_yaxis()
+    panel.set(xlabel=f"observed coverage of the {HEADLINE_LEVEL:.0%} predictive interval (dashed: nominal)",
+              title="each question, each run", xlim=(-0.02, 1.02))
+    panel.grid(axis="x", alpha=0.3)
+    panel.legend(loc="lower left", fontsize=8)
     figure.tight_layout()
     return _png(figure)
 
@@ -540,7 +557,9 @@ def _grid_section(runs: list[Run], schema: Schema, shards: _Shards, seeds: dict[
     return _section("acquired", "Acquired galaxies", [
         f"<p>The first seed of each acquisition; one row per iteration, the {GRID_GALAXIES} acquired galaxies with "
         f"the highest acquisition scores (in file order where scores were not recorded). Under each image: its "
-        f"score and the predicted vote fractions of {html.escape(schema.question_names[0])}.</p>", *grids])
+        f"acquisition score, then the predicted vote fractions of {html.escape(schema.question_names[0])} "
+        f"({html.escape('/'.join(a.removeprefix(schema.question_names[0] + '_') for a in _first_question_answers(schema)))})."
+        " Hover over an image for its id_str.</p>", *grids])
 
 
 def _distributions_section(runs: list[Run], schema: Schema, pool: pd.Series | None, data: dict) -> str:
@@ -587,8 +606,12 @@ def _coverage_section(runs: list[Run], schema: Schema, shards: _Shards, seeds: d
             f"<p>No run kept {TEST_PREDICTIONS} in its last iteration (made before iterations kept them).</p>"])
     body = ["<p>Posterior predictive intervals of each test galaxy's vote count on each question, from the last "
             "iteration's MC predictions, against the votes it really got (N = its own count). Expected coverage "
-            "is the interval's predictive mass (at least the nominal level; more for few votes).</p>",
-            coverage_figure(runs, reports, schema), _coverage_table(runs, reports, schema),
+            "is the interval's predictive mass (at least the nominal level; more for few votes). Right: how often "
+            "the observed count k lies within ±w votes of the predicted mean count, against the predicted probability "
+            "(the coverage plot of Walmsley et al. 2019).</p>",
+            coverage_figure(runs, reports),
+            *([question_coverage_figure(runs, reports, schema)] if schema.n_questions > 1 else []),
+            _coverage_table(runs, reports, schema),
             f'<p class="definition"><b>Interval.</b> {html.escape(INTERVAL_DEFINITION)}.</p>']
     lacking = [r.name for r in runs if r.name not in reports]
     if lacking:
@@ -627,9 +650,9 @@ th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; vertical-a
 th { background: #f3f3f3; } td.text, th.text { text-align: left; white-space: nowrap; }
 .definition, .note { font-size: 13px; color: #444; } .note { color: #8a4b00; }
 .verdict { text-align: left; max-width: 520px; }
-table.grid td { border: none; padding: 2px; text-align: center; font-size: 11px; line-height: 1.2; }
+table.grid td { border: none; padding: 2px; text-align: center; font-size: 11px; line-height: 1.25; white-space: nowrap; }
 table.grid th { background: none; border: none; text-align: left; font-weight: normal; font-size: 12px;
-                width: 110px; padding-right: 8px; }
+                min-width: 112px; padding-right: 8px; white-space: nowrap; }
 table.grid img { width: THUMBpx; height: THUMBpx; image-rendering: pixelated; display: block; margin: 0 auto 2px; }
 .swatch { display: inline-block; width: 12px; height: 12px; border-radius: 2px; margin-right: 4px; vertical-align: -1px; }
 """.replace("THUMB", str(THUMBNAIL_PX))
@@ -703,19 +726,24 @@ def _savings_table(estimates) -> str:
             + "".join(rows) + "</table>")
 
 
+def _first_question_answers(schema: Schema) -> list[str]:
+    start, stop = schema.answer_groups[0]
+    return schema.answer_columns[start:stop]
+
+
 def _grid_html(run: Run, rows: list[dict], schema: Schema) -> str:
-    question = schema.answer_groups[0]
-    answers = schema.answer_columns[question[0]:question[1]]
-    prefix = schema.question_names[0] + "_"
+    answers = _first_question_answers(schema)
     out = [f"<h3>{html.escape(run.acquisition)}: {html.escape(run.folder.name)}</h3><table class='grid'>"]
     for row in rows:
-        score = ("<br><span class='note'>scores and fractions not recorded</span>" if row["mean_score"] is None
+        score = ("<br><span class='note'>scores and fractions<br>not recorded</span>" if row["mean_score"] is None
                  else f"<br>mean score {row['mean_score']:.3g}")
-        header = f"<th>iteration {row['iteration']}<br>{row['n_acquired']} acquired{score}</th>"
+        header = f"<th><b>iteration {row['iteration']}</b><br>{row['n_acquired']} acquired{score}</th>"
         cells = []
         for galaxy in row["galaxies"]:
             lines = [] if galaxy["score"] is None else [f"score {galaxy['score']:.3g}"]
-            lines += [f"{a.removeprefix(prefix)} {galaxy['fractions'][a]:.2f}" for a in answers if a in galaxy["fractions"]]
+            fractions = [f"{galaxy['fractions'][a]:.2f}" for a in answers if a in galaxy["fractions"]]
+            if fractions:
+                lines.append("/".join(fractions))
             cells.append(f"<td><img src='{_thumbnail(galaxy['image'])}' alt='{html.escape(galaxy['id_str'])}' "
                          f"title='{html.escape(galaxy['id_str'])}'>{'<br>'.join(lines)}</td>")
         out.append(f"<tr>{header}{''.join(cells)}</tr>")
