@@ -88,6 +88,7 @@ def report_command(
 
     Runs are compared only if they share the schema, the test galaxies, the starting labelled set
     and the oracle settings (each iteration records them); otherwise the differences are listed.
+    With --out R.html, also one self-contained page and its numbers (R.json).
     """
     out = renamed(out, old_plot, "--plot", "--out")
     is_page = out is not None and out.suffix.lower() == ".html"
