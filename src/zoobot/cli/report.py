@@ -8,8 +8,8 @@ from rich.console import Console
 from rich.table import Table
 
 from zoobot.cli.app import app, fail, old_spelling, renamed
-from zoobot.loop.layout import comparison_runs, identity, identity_differences
 from zoobot.html_report import Comparison, ReportError, Run, savings_by_axis, write_report
+from zoobot.loop.layout import comparison_runs, identity, identity_differences
 from zoobot.reports import CURVE_COLUMNS, learning_curve, plot_learning_curves, require_metric
 from zoobot.savings import AXES, DEFINITION
 
@@ -156,8 +156,9 @@ def report_runs(console: Console, experiment_dirs: list[Path], baselines: list[P
 
 
 def _unique(runs: list[list[Run]]) -> list[Run]:
-    """Each run once (a `zoobot compare` folder pairs random with every other acquisition)."""
-    return list({run.name: run for group in runs for run in group}.values())
+    """Each run once (a `zoobot compare` folder pairs random with every other acquisition), baselines last."""
+    unique = {run.name: run for group in runs for run in group}.values()
+    return sorted(unique, key=lambda run: run.acquisition in ("random", "baseline"))
 
 
 def _comparisons(groups, runs: list[list[Run]]) -> list[Comparison]:
