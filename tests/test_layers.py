@@ -18,7 +18,7 @@ LAYERS = [
     {"shard_dataset", "predict"},
     {"training", "prediction_writer"},
     {"loop"},
-    {"reports"},
+    {"reports", "html_report"},
     {"cli"},
 ]
 LAYER = {unit: n for n, units in enumerate(LAYERS) for unit in units}

@@ -103,5 +103,5 @@ def demo_command(
     runs = root / "runs"
     experiments = prepare_runs(runs, ["bald", "random"], range(seed, seed + seeds), make_plan, False, iterations)
     run_side_by_side(experiments, iterations)
-    report_runs(console, [runs], [], "test_loss", root / "learning_curves.png")
+    report_runs(console, [runs], [], "test_loss", root / "learning_curves.png", page=root / "report.html")
     console.print(f"done in {time.perf_counter() - started:.0f} s; everything is in {root}")
