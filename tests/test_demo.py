@@ -21,6 +21,7 @@ def test_demo_runs_the_whole_pipeline(tmp_path):
         metrics = (tmp_path / "runs" / run / "metrics.csv").read_text().splitlines()
         assert len(metrics) == 3  # header + 2 iterations
     assert (tmp_path / "learning_curves.png").stat().st_size > 1000
+    assert "Label savings" in (tmp_path / "report.html").read_text()
 
 
 def test_demo_refuses_impossible_sizes_and_used_folders(tmp_path):
