@@ -251,8 +251,8 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_schema_by_name_and_custom_schemas():
-    model = create_model("zoobot-2019", "decals-dr5:bar")
-    assert model.schema.question_names == ["bar"] and model.n_outputs == 3
+    model = create_model("zoobot-2019", "decals-dr5:smooth-or-featured")
+    assert model.schema.question_names == ["smooth-or-featured"] and model.n_outputs == 3
     assert model_from_config(model.config).schema == model.schema
 
     custom = Schema("my-tree", (Question("shape", ("round", "oval", "edge")),))
