@@ -362,3 +362,16 @@ def test_stochastic_backbone_layers_are_refused_not_silently_dropped():
     with pytest.raises(ValueError, match=r"\{'drop_path_rate': 0.1\} make the backbone stochastic"):
         create_model("efficientnet_b0", schema=SMOOTH_OR_FEATURED, drop_path_rate=0.1)
     create_model("efficientnet_b0", schema=SMOOTH_OR_FEATURED, drop_path_rate=0.0)  # explicit 0 is fine
+
+
+def test_zoobot_2019_features_differ_between_galaxies_at_initialisation():
+    """He initialisation: with PyTorch's default the pooled features of different images differed
+    by about 2e-5 (every image-dependent gradient was tiny: the plateau of docs/training.md)."""
+    spreads = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = create_model("zoobot-2019", SMOOTH_OR_FEATURED, image_size=IMAGE_SIZE)
+        with torch.no_grad():
+            features = model.forward_features(images(batch=16, seed=seed))  # (galaxy, feature)
+        spreads.append(features.std(dim=0).mean().item())
+    assert min(spreads) > 1e-3, spreads
