@@ -267,18 +267,111 @@ def test_schema_by_name_and_custom_schemas():
 
 
 def test_fresh_dirichlet_head_starts_weak_and_uniform():
-    """alpha near 3 for every answer: far from the sigmoid's flat ends at 1 and 100."""
+    """alpha near 1 for every answer: a uniform Dirichlet, on the softplus's live slope."""
     from zoobot.models.heads import INITIAL_CONCENTRATION, VoteHead
 
     torch.manual_seed(0)
     head = VoteHead(n_features=64, n_outputs=5, dropout_rate=0.2, likelihood="dirichlet_multinomial")
+    assert head.link == "softplus"
     alpha = head(torch.randn(32, 64), n_samples=4)
     assert alpha.shape == (32, 4, 5)
-    assert abs(alpha.median().item() - INITIAL_CONCENTRATION) < 0.5
-    assert alpha.max().item() < 25
+    assert abs(alpha.median().item() - INITIAL_CONCENTRATION) < 0.3
+    assert alpha.max().item() < 5
+
+
+def _overdispersed_votes(n_galaxies=300, seed=0) -> torch.Tensor:
+    """Real-looking votes of one 3-answer question: fractions vary far more than a multinomial allows."""
+    rng = np.random.default_rng(seed)
+    fractions = rng.dirichlet([0.8, 0.7, 0.3], size=n_galaxies)
+    return torch.as_tensor(np.stack([rng.multinomial(40, f) for f in fractions]), dtype=torch.float64)
+
+
+def test_softplus_link_has_slope_where_the_sigmoid_link_died():
+    from zoobot.models.heads import dirichlet_link, inverse_link
+
+    alpha = torch.tensor([0.05, 0.3, 0.8, 1.5], dtype=torch.float64)  # where fits of real votes lie
+    logits = inverse_link(alpha, "dirichlet_multinomial", "softplus").requires_grad_()
+    dirichlet_link(logits, "softplus").sum().backward()
+    assert torch.allclose(dirichlet_link(logits.detach(), "softplus"), alpha)
+    assert (logits.grad > 0.03).all()  # d alpha / d logit = 1 - exp(-(alpha - ALPHA_MIN))
+    # the sigmoid link cannot go below 1; where training drove it (alpha = 1.0001) its slope is gone
+    logits = inverse_link(torch.full((4,), 1.0001), "dirichlet_multinomial", "sigmoid").requires_grad_()
+    dirichlet_link(logits, "sigmoid").sum().backward()
+    assert (logits.grad < 2e-4).all()
+
+
+@pytest.mark.parametrize("link", ["softplus", "sigmoid"])
+def test_a_constant_head_reaches_the_image_blind_fit_only_with_the_softplus_link(link):
+    """The dead head of docs/training.md in miniature: fit the head's bias alone to over-dispersed
+    votes. The best constant has alpha < 1; the softplus link gets there, the sigmoid link cannot
+    go below 1."""
+    from zoobot.metrics import image_blind_nll
+    from zoobot.models.heads import dirichlet_link
+
+    schema = Schema("one", (Question("shape", ("round", "flat", "odd")),))
+    counts = _overdispersed_votes()
+    best = image_blind_nll(counts.numpy(), counts.numpy(), schema)["loss"]
+    head = VoteHead(n_features=1, n_outputs=3, dropout_rate=0.0, likelihood="dirichlet_multinomial", link=link)
+    if link == "sigmoid":
+        head.set_prediction(torch.full((3,), 3.0))  # the sigmoid head's old start
+    optimizer = torch.optim.Adam([head.linear.bias], lr=0.05)
+    for _ in range(400):
+        optimizer.zero_grad()
+        alpha = dirichlet_link(head.linear.bias.double(), link).expand(len(counts), 3)
+        loss = vote_nll(alpha, counts, schema).mean()
+        loss.backward()
+        optimizer.step()
+    if link == "softplus":
+        assert loss.item() == pytest.approx(best, abs=1e-3)
+    else:  # pinned against alpha = 1, where the rarest answer's logit runs off to -inf
+        assert loss.item() > best + 0.1
+        assert alpha[0, 2].item() == pytest.approx(1.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("schema", "link", "prediction"),
+    [
+        (SMOOTH_OR_FEATURED, "softplus", [0.73]),
+        (DECALS_DR5, "softplus", None),
+        (DECALS_DR5, "sigmoid", None),
+    ],
+)
+def test_set_prediction_makes_zero_features_predict_it(schema, link, prediction):
+    model = create_model("zoobot-2019", schema, head_link=link, dropout_rate=0.5)
+    if prediction is None:
+        low = 1.0 if link == "sigmoid" else ALPHA_MIN
+        prediction = np.linspace(low + 0.05, 7.0, schema.n_answers)
+    model.head.set_prediction(prediction)
+    out = model.forward_head(torch.zeros(2, model.n_features), n_samples=3)
+    assert out.detach().numpy() == pytest.approx(np.broadcast_to(prediction, out.shape), rel=1e-5)
+    with pytest.raises(ValueError, match="expected shape"):
+        model.head.set_prediction([1.0] * (model.n_outputs + 1))
+
+
+def test_configs_saved_before_the_softplus_link_rebuild_the_sigmoid_head():
+    model = create_model("zoobot-2019", DECALS_DR5)
+    assert model.config["head_link"] == "softplus" and model.head.link == "softplus"
+    old_config = {k: v for k, v in model.config.items() if k != "head_link"}  # as saved before
+    assert model_from_config(old_config).head.link == "sigmoid"
+    assert model_from_config(model.config).head.link == "softplus"
+    with pytest.raises(ValueError, match="link: expected one of"):
+        create_model("zoobot-2019", DECALS_DR5, head_link="exp")
 
 
 def test_stochastic_backbone_layers_are_refused_not_silently_dropped():
     with pytest.raises(ValueError, match=r"\{'drop_path_rate': 0.1\} make the backbone stochastic"):
         create_model("efficientnet_b0", schema=SMOOTH_OR_FEATURED, drop_path_rate=0.1)
     create_model("efficientnet_b0", schema=SMOOTH_OR_FEATURED, drop_path_rate=0.0)  # explicit 0 is fine
+
+
+def test_zoobot_2019_features_differ_between_galaxies_at_initialisation():
+    """He initialisation: with PyTorch's default the pooled features of different images differed
+    by about 2e-5 (every image-dependent gradient was tiny: the plateau of docs/training.md)."""
+    spreads = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        model = create_model("zoobot-2019", SMOOTH_OR_FEATURED, image_size=IMAGE_SIZE)
+        with torch.no_grad():
+            features = model.forward_features(images(batch=16, seed=seed))  # (galaxy, feature)
+        spreads.append(features.std(dim=0).mean().item())
+    assert min(spreads) > 1e-3, spreads

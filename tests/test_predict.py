@@ -64,7 +64,7 @@ def test_streams_every_pool_galaxy_with_distinct_dropout_samples(data, model):
     ids, predictions = collect(batches)
     assert list(ids) == list(reader.ids("pool")) and [len(b[0]) for b in batches] == [4, 4, 4, 2]
     assert predictions.shape == (14, 6, DECALS_DR5.n_answers) and predictions.dtype == np.float32
-    assert np.isfinite(predictions).all() and (predictions >= 1).all()  # Dirichlet alpha in [1, 100]
+    assert np.isfinite(predictions).all() and (predictions >= 0.01).all()  # Dirichlet alpha in [0.01, 100]
     assert (predictions.std(axis=1) > 0).all()  # the head's dropout is on in eval mode
     assert set(seen_modes) == {(True, False, True)}  # the caller's modes are untouched between batches
 

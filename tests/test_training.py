@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -336,7 +338,145 @@ def test_cli_train_prints_and_writes_metrics(shards, tmp_path):
     assert record["metrics"]["n_galaxies"] == 10 and record["metrics"]["n_samples"] == 4
     assert set(record["metrics"]["questions"]) == set(DECALS_DR5.question_names)
     assert TrainSettings(**record["settings"]).architecture == "zoobot-2019"
+    assert "image-blind baseline" in result.output
+    assert isinstance(record["beats_baseline"], bool) and isinstance(record["collapsed"], bool)
+    assert record["baseline_loss"] == pytest.approx(record["baseline"]["baseline_loss"]) and record["baseline_loss"] > 0
+    if record["collapsed"] or not record["beats_baseline"]:  # one epoch on 30 galaxies: it says so
+        assert "collapsed" in result.output or "does not beat the image-blind baseline" in result.output
     again = runner.invoke(app, args)  # refuses to mix with the earlier checkpoints
     assert again.exit_code == 1 and "overwrite" in again.output
     bad_schema = runner.invoke(app, [*args, "--schema", "gz2", "--overwrite"])
     assert bad_schema.exit_code == 1 and "no vote columns" in bad_schema.output
+
+
+# ---------------------------------------------------------------- learning from few labels
+
+@pytest.fixture(scope="module")
+def bright_is_smooth(tmp_path_factory) -> Path:
+    """A constructed binomial dataset the images explain: bright discs get smooth votes, faint
+    ones featured votes (5 votes each, 90:10). 48 train, 16 val, 16 px; 70 % smooth."""
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("bright_is_smooth")
+    rng = np.random.default_rng(0)
+    rows = []
+    yy, xx = np.mgrid[:16, :16]
+    disc = ((yy - 7.5) ** 2 + (xx - 7.5) ** 2 < 30)[..., None]
+    for i in range(64):
+        smooth = rng.random() < 0.7
+        level = 220 if smooth else 60
+        pixels = np.clip(disc * level + rng.normal(0, 20, (16, 16, 3)), 0, 255).astype(np.uint8)
+        path = folder / f"g{i}.png"
+        Image.fromarray(pixels).save(path)
+        k = int(rng.binomial(5, 0.9 if smooth else 0.1))
+        rows.append({"id_str": f"g{i}", "file_loc": str(path), SMOOTH_OR_FEATURED.answer_columns[0]: k,
+                     SMOOTH_OR_FEATURED.answer_columns[1]: 5 - k})
+    catalog = pd.DataFrame(rows)
+    write_shards(catalog, catalog.iloc[:0], folder / "shards", SMOOTH_OR_FEATURED, val_size=16, size=16)
+    return folder / "shards"
+
+
+def test_a_tiny_model_leaves_the_prior_within_min_epochs(bright_is_smooth, tmp_path):
+    reader = ShardReader(bright_is_smooth)
+    train_ids, train_counts = split_votes(reader, "train")
+    val_ids, val_counts = split_votes(reader, "val")
+    settings = tiny_settings(epochs=8, min_epochs=8, patience=0, learning_rate=3e-3, augment=False)
+    result = train_model(reader, SMOOTH_OR_FEATURED, train_ids, train_counts, val_ids, val_counts, settings, tmp_path)
+    assert result.left_prior_epoch is not None and result.left_prior_epoch < settings.min_epochs
+    assert result.beats_baseline and not result.collapsed
+    assert result.best_val_loss < result.baseline_loss
+    assert result.epochs_trained == 8  # patience 0, yet no stop before min_epochs
+    assert [h["lr"] for h in result.history] == sorted((h["lr"] for h in result.history), reverse=True)
+    assert all(h["val_spread"] is not None for h in result.history)
+    record = json.loads((tmp_path / "train_result.json").read_text())
+    assert record["baseline_loss"] == pytest.approx(result.baseline_loss)
+    assert record["beats_baseline"] is True and record["collapsed"] is False
+
+
+class FakeTrainer:
+    """What BaselineAwareStopping reads from a Lightning Trainer."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+
+        self.sanity_checking = False
+        self.should_stop = False
+        self.current_epoch = 0
+        self.callback_metrics = {}
+        self.strategy = SimpleNamespace(reduce_boolean_decision=lambda decision, all=True: decision)
+
+
+def run_stopping(stopping, val_losses, spreads) -> int:
+    """Feed one val loss per epoch; the number of epochs run."""
+    trainer = FakeTrainer()
+    for epoch, (loss, spread) in enumerate(zip(val_losses, spreads)):
+        trainer.current_epoch = epoch
+        trainer.callback_metrics = {"val_loss": torch.tensor(loss), "val_spread": torch.tensor(spread)}
+        stopping.on_validation_end(trainer, None)
+        if trainer.should_stop:
+            return epoch + 1
+    return len(val_losses)
+
+
+def test_early_stopping_waits_for_the_baseline_and_min_epochs():
+    from zoobot.training import BaselineAwareStopping
+
+    plateau = [0.70, 0.6999, 0.70, 0.70, 0.70, 0.70, 0.70, 0.70, 0.55, 0.50, 0.51, 0.52, 0.53, 0.54]
+    varied = [0.001] * 8 + [0.1] * 6  # predictions differ between galaxies from epoch 8 on
+    plain = BaselineAwareStopping(patience=2, min_epochs=0, baseline_loss=0.69, wait_for_baseline=False)
+    assert run_stopping(plain, plateau, varied) == 4  # Lightning's EarlyStopping: ended on the plateau
+    floor = BaselineAwareStopping(patience=2, min_epochs=6, baseline_loss=0.69, wait_for_baseline=False)
+    assert run_stopping(floor, plateau, varied) == 6
+    waiting = BaselineAwareStopping(patience=2, min_epochs=0, baseline_loss=0.69, wait_for_baseline=True)
+    assert run_stopping(waiting, plateau, varied) == 12  # left the prior at epoch 8, best at 9, 2 more
+    assert waiting.left_prior_epoch == 8
+    # below the baseline by noise, with the same prediction for every galaxy, is not leaving it
+    noise = BaselineAwareStopping(patience=0, min_epochs=0, baseline_loss=0.70, wait_for_baseline=True)
+    assert run_stopping(noise, [0.6999, 0.70, 0.70, 0.70], [0.001] * 4) == 4
+    assert noise.left_prior_epoch is None
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    from zoobot.training import learning_rate_factor
+
+    cosine = learning_rate_factor(total_steps=100, warmup_steps=10, schedule="cosine")
+    factors = [cosine(step) for step in range(101)]
+    assert factors[:10] == pytest.approx([(s + 1) / 11 for s in range(10)])
+    assert factors[10] == pytest.approx(1.0) and factors[55] == pytest.approx(0.5) and factors[100] == pytest.approx(0.0)
+    assert all(a >= b for a, b in zip(factors[10:], factors[11:]))
+    constant = learning_rate_factor(total_steps=100, warmup_steps=500, schedule="constant")  # warm-up capped at half
+    assert constant(49) == pytest.approx(50 / 51) and constant(50) == 1.0 and constant(99) == 1.0
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"min_epochs": -1}, "min_epochs: expected an integer >= 0, got -1"),
+        ({"min_epochs": 2.5}, "min_epochs: expected an integer >= 0"),
+        ({"warmup_epochs": True}, "warmup_epochs: expected an integer >= 0"),
+        ({"wait_for_baseline": "yes"}, "wait_for_baseline: expected True or False"),
+        ({"start_at_baseline": 1}, "start_at_baseline: expected True or False"),
+        ({"lr_schedule": "cosin"}, r"lr_schedule: expected one of \['cosine', 'constant'\], got 'cosin'"),
+        ({"gradient_clip": -1.0}, "gradient_clip: expected a finite number >= 0"),
+        ({"gradient_clip": float("nan")}, "gradient_clip: expected a finite number >= 0"),
+    ],
+)
+def test_settings_refuse_bad_values_of_the_new_knobs(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainSettings(**changes)
+
+
+def test_settings_defaults_and_old_records_load():
+    settings = TrainSettings()
+    assert (settings.min_epochs, settings.wait_for_baseline, settings.lr_schedule) == (10, True, "cosine")
+    TrainSettings(epochs=1)  # min_epochs and warm-up are capped by the run, never an error
+    old = {k: v for k, v in asdict(settings).items() if k not in ("min_epochs", "lr_schedule", "gradient_clip")}
+    assert TrainSettings(**old) == settings
+
+
+def test_cli_train_refuses_a_bad_schedule_before_training(shards, tmp_path):
+    args = ["train", str(shards), "--out", str(tmp_path / "run"), "--lr-schedule", "cosin", "--no-progress"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1
+    assert "lr_schedule: expected one of ['cosine', 'constant'], got 'cosin'" in result.output
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -29,6 +29,21 @@ rho -> (rho, 1 - rho); alpha -> alpha / sum(alpha) within each question.
   ``accuracy_all`` is the same on every galaxy with a vote (ties go to the first answer), which
   is the only accuracy there is when each galaxy has a single vote (e.g. GZ1 classes).
 
+- ``spread``: how much the predictions differ between galaxies: the standard deviation across
+  galaxies of the expected vote fractions (sample mean), root-mean-square over the answers (per
+  question, and over every answer overall). A dead head predicts the same for every galaxy:
+  spread near 0.
+
+**The image-blind baseline** (:func:`image_blind_prediction`, :func:`image_blind_nll`) predicts
+the same distribution of votes for every galaxy, fitted to the training votes alone by maximum
+likelihood: for a binomial question rho = the training fraction of votes for the first answer;
+for a tree, per question, the Dirichlet concentrations that maximise the Dirichlet-multinomial
+likelihood of the training votes (Minka's fixed point), inside the range the model's head can
+reach. Its mean ``alpha / sum(alpha)`` is close to the training split's mean vote fractions; its
+size says how much the fractions vary between galaxies. It is the best a model that ignores the
+images can do, so a model that does not beat it on held-out votes has learnt nothing from the
+images (:func:`compare_with_baseline`: ``beats_baseline``, ``collapsed``).
+
 Undefined values (no galaxy qualifies) are ``None``, so the dict serialises as strict JSON.
 """
 
@@ -38,11 +53,20 @@ import math
 
 import numpy as np
 import torch
+from scipy.special import digamma, gammaln
 
 from zoobot.losses import vote_nll
-from zoobot.schema import Schema
+from zoobot.models.heads import ALPHA_MAX, ALPHA_MIN, RHO_EPS
+from zoobot.schema import BINOMIAL, Schema
 
 CHUNK_GALAXIES = 4096  # bounds the memory of the per-sample likelihoods
+#: A model whose expected vote fractions differ between galaxies by less than this (standard
+#: deviation across galaxies, root-mean-square over answers) predicts the same for every galaxy:
+#: collapsed. Dead heads measured 1e-4 or less; models that beat the baseline 0.05 or more
+#: (docs/training.md, "Learning from few labels").
+COLLAPSE_SPREAD = 0.01
+FIT_ITERATIONS = 10_000
+FIT_TOLERANCE = 1e-10
 
 
 def _check_inputs(predictions: np.ndarray, counts: np.ndarray, schema: Schema) -> None:
@@ -96,6 +120,13 @@ def _mean_or_none(values: np.ndarray) -> float | None:
     return float(values.mean()) if values.size else None
 
 
+def prediction_spread(fractions: np.ndarray) -> float | None:
+    """(galaxy, answer) -> std across galaxies, root-mean-square over answers; None below 2 galaxies."""
+    if len(fractions) < 2:
+        return None
+    return float(np.sqrt(fractions.var(axis=0).mean()))
+
+
 def evaluate_predictions(
     predictions: np.ndarray,
     counts: np.ndarray,
@@ -119,6 +150,7 @@ def evaluate_predictions(
 
     questions = {}
     all_errors = []
+    spreads = {}
     for q, (question, (start, stop)) in enumerate(zip(schema.questions, schema.answer_groups)):
         n_votes = counts[:, start:stop].sum(axis=1)  # (galaxy,)
         has_votes = n_votes > 0
@@ -128,6 +160,7 @@ def evaluate_predictions(
         correct = top_observed == top_predicted
         all_errors.append(error.ravel())
         confident = has_votes & (n_votes >= min_votes) & (observed[:, start:stop].max(axis=1) >= confident_fraction)
+        spreads[question.name] = prediction_spread(predicted[:, start:stop])
         questions[question.name] = {
             "n_galaxies_with_votes": int(has_votes.sum()),
             "loss": _mean_or_none(mean_loss[has_votes, q]),
@@ -137,17 +170,156 @@ def evaluate_predictions(
             "accuracy": _mean_or_none(correct[confident].astype(float)),
             "n_confident": int(confident.sum()),
             "accuracy_all": _mean_or_none(correct[has_votes].astype(float)),
+            "spread": spreads[question.name],
         }
     return {
         "loss": float(mean_loss.sum(axis=1).mean()) if len(counts) else None,
         "mixture_loss": float(mixture_loss.sum(axis=1).mean()) if len(counts) else None,
         "mae": _mean_or_none(np.abs(np.concatenate(all_errors))),
         "rmse": None if not sum(e.size for e in all_errors) else float(np.sqrt((np.concatenate(all_errors) ** 2).mean())),
+        "spread": prediction_spread(predicted),
         "n_galaxies": int(len(counts)),
         "n_samples": int(predictions.shape[1]),
         "likelihood": likelihood,
         "confident_fraction": confident_fraction,
         "min_votes": min_votes,
+        "questions": questions,
+    }
+
+
+def _check_counts(counts: np.ndarray, schema: Schema, name: str) -> np.ndarray:
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[1] != schema.n_answers:
+        raise ValueError(
+            f"{name}: expected shape (galaxy, {schema.n_answers}) (one column per answer of schema "
+            f"{schema.name!r}), got {counts.shape}"
+        )
+    bad = ~np.isfinite(counts).all(axis=1) | (counts < 0).any(axis=1)
+    if bad.any():
+        raise ValueError(
+            f"{name}: vote counts must be finite and >= 0; bad rows {np.flatnonzero(bad)[:5].tolist()} "
+            f"({int(bad.sum())} in all)"
+        )
+    return counts
+
+
+def _fit_dirichlet_multinomial(counts: np.ndarray, alpha_min: float, alpha_max: float) -> np.ndarray:
+    """Maximum-likelihood concentrations of one question's votes (galaxy, answer) -> (answer,).
+
+    Minka's fixed point, alpha_i <- alpha_i sum_g [psi(k_gi + alpha_i) - psi(alpha_i)] /
+    sum_g [psi(N_g + A) - psi(A)], clipped to [alpha_min, alpha_max]: each step maximises a
+    separable lower bound, so clipping keeps the likelihood rising. Galaxies without votes
+    (N_g = 0) carry no information and are left out by the caller.
+    """
+    totals = counts.sum(axis=1)  # (galaxy,)
+    alpha = np.clip(counts.sum(axis=0) / totals.sum(), alpha_min, alpha_max)  # (answer,)
+    for _ in range(FIT_ITERATIONS):
+        total_alpha = alpha.sum()
+        numerator = (digamma(counts + alpha) - digamma(alpha)).sum(axis=0)  # (answer,)
+        denominator = (digamma(totals + total_alpha) - digamma(total_alpha)).sum()
+        updated = np.clip(alpha * numerator / denominator, alpha_min, alpha_max)
+        if np.max(np.abs(updated - alpha) / alpha) < FIT_TOLERANCE:
+            return updated
+        alpha = updated
+    return alpha
+
+
+def image_blind_prediction(
+    train_counts: np.ndarray,
+    schema: Schema,
+    *,
+    alpha_min: float = ALPHA_MIN,
+    alpha_max: float = ALPHA_MAX,
+) -> np.ndarray:
+    """The one prediction (n_outputs,) that fits the training votes (galaxy, answer) best.
+
+    Binomial schema: ``[rho]``, rho = (votes for the first answer) / (all votes), within
+    [RHO_EPS, 1 - RHO_EPS]. Otherwise one Dirichlet concentration per answer, fitted per
+    question by maximum likelihood within [alpha_min, alpha_max] (the head's range by
+    default); a question without any training vote gets alpha_min for each answer.
+    """
+    counts = _check_counts(train_counts, schema, "train_counts")
+    if schema.likelihood == BINOMIAL:
+        total = counts.sum()
+        if total == 0:
+            raise ValueError("train_counts: no votes at all; the baseline needs training votes")
+        return np.array([np.clip(counts[:, 0].sum() / total, RHO_EPS, 1.0 - RHO_EPS)])
+    alpha = np.full(schema.n_answers, float(alpha_min))
+    for start, stop in schema.answer_groups:
+        block = counts[:, start:stop]  # (galaxy, answers of this question)
+        voted = block[block.sum(axis=1) > 0]
+        if len(voted):
+            alpha[start:stop] = _fit_dirichlet_multinomial(voted, alpha_min, alpha_max)
+    return alpha
+
+
+def _constant_nll(prediction: np.ndarray, counts: np.ndarray, schema: Schema) -> np.ndarray:
+    """NLL of one prediction (n_outputs,) for every galaxy: (galaxy, answer) -> (galaxy, question).
+
+    The same quantity as ``losses.vote_nll`` (binomial without log C(N, k); Dirichlet-multinomial
+    with the multinomial coefficient; 0 for a question without votes), in numpy.
+    """
+    if schema.likelihood == BINOMIAL:
+        rho = float(prediction[0])
+        k, total = counts[:, 0], counts.sum(axis=1)  # (galaxy,)
+        nll = -(k * np.log(rho) + (total - k) * np.log1p(-rho))  # (galaxy,)
+        return nll[:, None]
+    nll = np.zeros((len(counts), schema.n_questions))
+    for q, (start, stop) in enumerate(schema.answer_groups):
+        alpha = prediction[start:stop]  # (answer,)
+        k = counts[:, start:stop]  # (galaxy, answer)
+        total = k.sum(axis=1)  # (galaxy,)
+        log_p = (
+            gammaln(alpha.sum()) - gammaln(total + alpha.sum()) + gammaln(total + 1)
+            + (gammaln(k + alpha) - gammaln(alpha) - gammaln(k + 1)).sum(axis=1)
+        )  # (galaxy,)
+        nll[:, q] = np.where(total > 0, -log_p, 0.0)
+    return nll
+
+
+def image_blind_nll(train_counts: np.ndarray, counts: np.ndarray, schema: Schema, **bounds: float) -> dict:
+    """The image-blind baseline's NLL on ``counts`` (galaxy, answer), fitted on ``train_counts``.
+
+    Returns ``{"loss", "questions": {name: loss}, "prediction": [...]}``, averaged as
+    :func:`evaluate_predictions` averages ``loss``: overall, the mean over galaxies of the sum
+    over questions; per question, the mean over galaxies with a vote on it (None without any).
+    ``bounds``: ``alpha_min`` / ``alpha_max`` for :func:`image_blind_prediction`. Pure numpy.
+    """
+    prediction = image_blind_prediction(train_counts, schema, **bounds)
+    counts = _check_counts(counts, schema, "counts")
+    nll = _constant_nll(prediction, counts, schema)  # (galaxy, question)
+    questions = {}
+    for q, (question, (start, stop)) in enumerate(zip(schema.questions, schema.answer_groups)):
+        voted = counts[:, start:stop].sum(axis=1) > 0
+        questions[question.name] = _mean_or_none(nll[voted, q])
+    return {
+        "loss": float(nll.sum(axis=1).mean()) if len(counts) else None,
+        "questions": questions,
+        "prediction": prediction.tolist(),
+    }
+
+
+def compare_with_baseline(report: dict, baseline: dict, *, collapse_spread: float = COLLAPSE_SPREAD) -> dict:
+    """Has the model learnt from the images? ``report`` from :func:`evaluate_predictions`,
+    ``baseline`` from :func:`image_blind_nll` on the same galaxies.
+
+    Returns ``{"baseline_loss", "beats_baseline", "collapsed", "spread", "questions": {name:
+    {"baseline_loss", "beats_baseline"}}}``. ``beats_baseline``: the model's predictive NLL
+    (``mixture_loss``) is below the baseline's. ``collapsed``: its predictions differ between
+    galaxies by less than ``collapse_spread`` (``spread``), a dead or prior-only head.
+    """
+    questions = {}
+    for name, metrics in report["questions"].items():
+        model_loss, baseline_loss = metrics["mixture_loss"], baseline["questions"][name]
+        beats = None if model_loss is None or baseline_loss is None else bool(model_loss < baseline_loss)
+        questions[name] = {"baseline_loss": baseline_loss, "beats_baseline": beats}
+    spread = report["spread"]
+    return {
+        "baseline_loss": baseline["loss"],
+        "beats_baseline": bool(report["mixture_loss"] < baseline["loss"]),
+        "collapsed": spread is not None and spread < collapse_spread,
+        "spread": spread,
+        "collapse_spread": collapse_spread,
         "questions": questions,
     }
 

@@ -15,6 +15,16 @@ dropout mask per galaxy (the head's dropout is always on). The validation loss a
 same quantity over ``VAL_SAMPLES`` dropout masks (head only, so nearly free), which makes early
 stopping less noisy; its expectation equals the training loss's.
 
+Learning from few labels (docs/training.md): the image-blind baseline (``metrics.image_blind_nll``,
+the best single prediction for every galaxy, fitted to the training votes) gives the val loss a
+model reaches without looking at the images. A fresh head starts there
+(``start_at_baseline``); early stopping (:class:`BaselineAwareStopping`) never ends a run
+before ``min_epochs``, and with ``wait_for_baseline`` counts its patience only once the val loss
+has beaten the baseline, so a run still on the prior's plateau keeps going; AdamW follows a
+linear warm-up and cosine decay (``lr_schedule``); ``gradient_clip`` clips the gradient norm.
+The result records the baseline, whether the best checkpoint beats it, and whether its
+predictions collapsed to one answer for every galaxy (``metrics.COLLAPSE_SPREAD``).
+
 Every checkpoint holds the model config (``model.config``), the schema (name and questions) and
 the :class:`TrainSettings` as Lightning hyper-parameters, so ``zoobot.checkpoints`` rebuilds the
 model from the checkpoint alone. Checkpoints keep weights only (no optimizer state): they are a
@@ -25,13 +35,14 @@ Output folder (``save_dir``)::
 
     checkpoints/epoch=E-val_loss=L.ckpt    top-k by validation loss
     logs/version_N/metrics.csv             CSVLogger (and TensorBoard files with tensorboard=True)
-    train_result.json                      best checkpoint, best loss, history (written at the end)
+    train_result.json                      best checkpoint, best loss, baseline, history (written at the end)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -42,16 +53,18 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from zoobot.augmentation import GalaxyAugmentation
-from zoobot.checkpoints import load_warm_start
+from zoobot.checkpoints import load_warm_start, read_checkpoint
 from zoobot.files import atomic_path, write_json_atomic
 from zoobot.ids import describe_ids
 from zoobot.losses import vote_nll
+from zoobot.metrics import COLLAPSE_SPREAD, image_blind_nll, image_blind_prediction, prediction_spread
 from zoobot.models import GalaxyModel, create_model, model_from_config
+from zoobot.models.heads import SIGMOID
 from zoobot.schema import Schema, schema_from_dict, schema_to_dict
 from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
 from zoobot.shards import ShardReader
@@ -78,30 +91,65 @@ class GalaxyLightningModule(L.LightningModule):
     def forward(self, images: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
         return self.model(images, n_samples=n_samples)
 
-    def _loss(self, images: torch.Tensor, counts: torch.Tensor, n_samples: int) -> torch.Tensor:
+    def _loss(self, images: torch.Tensor, counts: torch.Tensor, n_samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The mean NLL, and the predictions (galaxy, sample, output) it came from."""
         predictions = self.model(images, n_samples=n_samples).float()  # (galaxy, sample, output)
         batch, samples, n_outputs = predictions.shape
         repeated = counts.repeat_interleave(samples, dim=0)  # (galaxy * sample, answer)
         nll = vote_nll(predictions.reshape(batch * samples, n_outputs), repeated, self.schema)  # (galaxy * sample, question)
-        return nll.sum(dim=1).mean()
+        return nll.sum(dim=1).mean(), predictions
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, counts = batch
-        loss = self._loss(images, counts, n_samples=1)
+        loss, _ = self._loss(images, counts, n_samples=1)
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False, batch_size=len(images))
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(images))
         return loss
 
+    def on_validation_epoch_start(self) -> None:
+        self._val_fractions: list[np.ndarray] = []
+
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         images, counts = batch
-        loss = self._loss(images, counts, n_samples=VAL_SAMPLES)
+        loss, predictions = self._loss(images, counts, n_samples=VAL_SAMPLES)
         self.log("val_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True, batch_size=len(images))
+        fractions = self.schema.expected_fractions(predictions.detach().cpu().numpy())  # (galaxy, sample, answer)
+        self._val_fractions.append(fractions.mean(axis=1))  # (galaxy, answer)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def on_validation_epoch_end(self) -> None:
+        spread = prediction_spread(np.concatenate(self._val_fractions)) if self._val_fractions else None
+        if spread is not None:  # each rank's own galaxies; the ranks' values are averaged
+            self.log("val_spread", spread, on_step=False, on_epoch=True, sync_dist=True)
+
+    def configure_optimizers(self) -> dict:
         settings = self.hparams["settings"]
-        return torch.optim.AdamW(
+        optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"]
         )
+        total_steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps_per_epoch = total_steps / max(1, self.trainer.max_epochs)
+        schedule = learning_rate_factor(
+            total_steps, round(settings["warmup_epochs"] * steps_per_epoch), settings["lr_schedule"]
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def learning_rate_factor(total_steps: int, warmup_steps: int, schedule: str):
+    """step -> multiplier of the learning rate: linear warm-up over ``warmup_steps`` (at most half
+    of ``total_steps``), then 1 (``"constant"``) or a cosine from 1 down to 0 at ``total_steps``
+    (``"cosine"``)."""
+    warmup_steps = min(max(0, int(warmup_steps)), total_steps // 2)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / (warmup_steps + 1)
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -116,32 +164,89 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, tmp)
 
 
+# ---------------------------------------------------------------- stopping
+
+class BaselineAwareStopping(Callback):
+    """Early stopping on the val loss that cannot end a run still on the image-blind prior.
+
+    Like Lightning's EarlyStopping (stop once ``patience`` validations in a row bring no lower
+    val loss), except that it never stops before ``min_epochs`` epochs, and, with
+    ``wait_for_baseline``, counts only once the run has left the prior (``left_prior_epoch``):
+    a val loss below ``baseline_loss`` *with* predictions that differ between galaxies
+    (``val_spread`` >= ``metrics.COLLAPSE_SPREAD``; a head started at the baseline dips below
+    it by noise alone). A run on the plateau of the prior goes on to its last epoch.
+    """
+
+    def __init__(self, patience: int, min_epochs: int, baseline_loss: float | None, wait_for_baseline: bool):
+        self.patience = patience
+        self.min_epochs = min_epochs
+        self.baseline_loss = baseline_loss
+        self.wait_for_baseline = wait_for_baseline and baseline_loss is not None
+        self.best = math.inf
+        self.wait = 0
+        self.left_prior_epoch: int | None = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or "val_loss" not in trainer.callback_metrics:
+            return
+        loss = float(trainer.callback_metrics["val_loss"])  # the same on every rank (sync_dist)
+        epoch = trainer.current_epoch
+        spread = trainer.callback_metrics.get("val_spread")
+        varied = spread is not None and float(spread) >= COLLAPSE_SPREAD
+        if self.left_prior_epoch is None and self.baseline_loss is not None and loss < self.baseline_loss and varied:
+            self.left_prior_epoch = epoch
+        if loss < self.best:
+            self.best, self.wait = loss, 0
+        else:
+            self.wait += 1
+        counting = self.left_prior_epoch is not None or not self.wait_for_baseline
+        stop = counting and epoch + 1 >= self.min_epochs and self.wait >= self.patience
+        stop = trainer.strategy.reduce_boolean_decision(stop, all=False)  # collective: every rank calls it
+        trainer.should_stop = trainer.should_stop or stop
+
+
 # ---------------------------------------------------------------- run record
 
 class RunRecord(Callback):
     """Keeps the per-epoch history; rank 0 writes train_result.json when fitting ends."""
 
-    def __init__(self, save_dir: Path):
+    def __init__(self, save_dir: Path, baseline_loss: float | None = None, stopping: BaselineAwareStopping | None = None):
         self.save_dir = Path(save_dir)
+        self.baseline_loss = baseline_loss
+        self.stopping = stopping
         self.history: list[dict] = []
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = trainer.callback_metrics
+
+        def value(name: str) -> float | None:
+            return float(metrics[name]) if name in metrics else None
+
         self.history.append(
             {
                 "epoch": trainer.current_epoch,
-                "train_loss": float(metrics["train_loss"]) if "train_loss" in metrics else None,
-                "val_loss": float(metrics["val_loss"]) if "val_loss" in metrics else None,
+                "train_loss": value("train_loss"),
+                "val_loss": value("val_loss"),
+                "val_spread": value("val_spread"),
+                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None,
             }
         )
 
     def result(self, trainer: L.Trainer) -> dict:
         checkpoint = trainer.checkpoint_callback
         score = checkpoint.best_model_score
+        best_val_loss = float(score) if score is not None else None
+        scored = [h for h in self.history if h["val_loss"] is not None]
+        best = min(scored, key=lambda h: h["val_loss"]) if scored else None
+        spread = best["val_spread"] if best else None
         return {
             "best_checkpoint": checkpoint.best_model_path,
-            "best_val_loss": float(score) if score is not None else None,
+            "best_val_loss": best_val_loss,
             "epochs_trained": len(self.history),
+            "baseline_loss": self.baseline_loss,
+            "beats_baseline": None if None in (best_val_loss, self.baseline_loss) else best_val_loss < self.baseline_loss,
+            "collapsed": None if spread is None else spread < COLLAPSE_SPREAD,
+            "left_prior_epoch": self.stopping.left_prior_epoch if self.stopping else None,
             "history": self.history,
         }
 
@@ -246,19 +351,36 @@ def train_model(
     train_positions = _positions(reader, train_ids, "train")
     val_positions = _positions(reader, val_ids, "val")
 
+    baseline = image_blind_nll(train_counts, val_counts, schema)
     L.seed_everything(settings.seed, workers=True, verbose=False)
     channels = 1 if settings.greyscale else reader.channels
+    link = {}
+    if warm_start is not None:
+        previous_link = read_checkpoint(Path(warm_start)).model_config.get("head_link", SIGMOID)
+        if previous_link != settings.backbone_kwargs.get("head_link", previous_link):
+            raise ValueError(
+                f"warm start: checkpoint {warm_start} has head link {previous_link!r}, but backbone_kwargs "
+                f"asks for {settings.backbone_kwargs['head_link']!r}; drop it, or train from scratch"
+            )
+        link = {"head_link": previous_link}
+        if previous_link == SIGMOID:
+            logger.warning(
+                "warm start from %s, saved with the first Dirichlet link (alpha = 1 + 99 sigmoid), which "
+                "can die at alpha = 1; this run keeps it. Train from scratch for the softplus link", warm_start,
+            )
     model = create_model(
         settings.architecture,
         schema=schema,
         channels=channels,
         dropout_rate=settings.dropout_rate,
         image_size=reader.size,
-        **settings.backbone_kwargs,
+        **{**settings.backbone_kwargs, **link},
     )
     if warm_start is not None:
         load_warm_start(model, Path(warm_start))
         logger.info("warm start from %s", warm_start)
+    elif settings.start_at_baseline:
+        model.head.set_prediction(image_blind_prediction(train_counts, schema))
     module = GalaxyLightningModule(model.config, schema_to_dict(schema), asdict(settings), model=model)
 
     augmentation = GalaxyAugmentation(reader.size) if settings.augment else None
@@ -268,7 +390,10 @@ def train_model(
         batch_size=settings.batch_size,
         num_workers=settings.num_workers,
     )
-    record = RunRecord(save_dir)
+    stopping = BaselineAwareStopping(
+        settings.patience, min(settings.min_epochs, settings.epochs), baseline["loss"], settings.wait_for_baseline
+    )
+    record = RunRecord(save_dir, baseline["loss"], stopping)
     checkpointing = ModelCheckpoint(
         dirpath=checkpoint_dir,
         filename="epoch={epoch}-val_loss={val_loss:.4f}",
@@ -278,7 +403,6 @@ def train_model(
         save_top_k=settings.save_top_k,
         save_weights_only=True,
     )
-    stopping = EarlyStopping(monitor="val_loss", mode="min", patience=settings.patience)
     n_batches = max(1, len(train_ids) // settings.batch_size)
     trainer = L.Trainer(
         max_epochs=settings.epochs,
@@ -287,6 +411,7 @@ def train_model(
         strategy=settings.strategy,
         num_nodes=settings.num_nodes,
         precision=settings.precision,
+        gradient_clip_val=settings.gradient_clip or None,
         callbacks=[record, stopping, checkpointing, *callbacks],
         logger=_loggers(save_dir, settings.tensorboard),
         enable_progress_bar=settings.progress_bar,
@@ -312,4 +437,8 @@ def train_model(
         epochs_trained=result["epochs_trained"],
         seconds=time.perf_counter() - started,
         history=result["history"],
+        baseline_loss=result.get("baseline_loss"),
+        beats_baseline=result.get("beats_baseline"),
+        collapsed=result.get("collapsed"),
+        left_prior_epoch=result.get("left_prior_epoch"),
     )

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+LR_SCHEDULES = ("cosine", "constant")
+
 
 @dataclass
 class TrainSettings:
@@ -21,6 +23,12 @@ class TrainSettings:
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
     patience: int = 5  # early stopping on validation loss
+    min_epochs: int = 10  # early stopping never ends a run before this (capped at epochs)
+    wait_for_baseline: bool = True  # patience counts only once val loss has beaten the image-blind baseline
+    start_at_baseline: bool = True  # a fresh head starts at the image-blind fit of the training votes
+    lr_schedule: str = "cosine"  # "cosine": linear warm-up, then cosine decay to 0 at `epochs`; or "constant"
+    warmup_epochs: int = 1  # linear learning-rate warm-up (any schedule), at most half the run
+    gradient_clip: float = 0.0  # clip the gradient norm to this; 0 = off
     precision: str = "32-true"  # "bf16-mixed" works on CPU
     accelerator: str = "auto"
     devices: str = "auto"  # passed through to Lightning ("auto", "2", "0,1")
@@ -49,6 +57,18 @@ class TrainSettings:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"TrainSettings.{name}: got {getattr(self, name)!r}, which is out of range")
+        for name in ("min_epochs", "warmup_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"TrainSettings.{name}: expected an integer >= 0, got {value!r}")
+        for name in ("wait_for_baseline", "start_at_baseline"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"TrainSettings.{name}: expected True or False, got {getattr(self, name)!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"TrainSettings.lr_schedule: expected one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        clip = self.gradient_clip
+        if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0 or clip == float("inf"):
+            raise ValueError(f"TrainSettings.gradient_clip: expected a finite number >= 0 (0 = off), got {clip!r}")
 
 
 @dataclass
@@ -59,4 +79,8 @@ class TrainResult:
     best_val_loss: float
     epochs_trained: int
     seconds: float
-    history: list[dict]  # per epoch (0-based, as in checkpoint names): epoch, train_loss, val_loss
+    history: list[dict]  # per epoch (0-based, as in checkpoint names): epoch, train_loss, val_loss, val_spread, lr
+    baseline_loss: float | None = None  # the image-blind baseline's val loss (metrics.image_blind_nll)
+    beats_baseline: bool | None = None  # best_val_loss < baseline_loss
+    collapsed: bool | None = None  # the best epoch's val predictions hardly differ between galaxies
+    left_prior_epoch: int | None = None  # first epoch whose val loss beat the baseline; None if none did

@@ -32,6 +32,18 @@ def train_command(
     weight_decay: float = typer.Option(1e-2, help="AdamW weight decay."),
     dropout_rate: float = typer.Option(0.2, help="Head dropout (always on, also for MC prediction)."),
     patience: int = typer.Option(5, help="Stop after this many epochs without a better val loss."),
+    min_epochs: int = typer.Option(10, help="Never stop early before this many epochs (capped at --epochs)."),
+    wait_for_baseline: bool = typer.Option(
+        True, "--wait-for-baseline/--no-wait-for-baseline",
+        help="Count patience only once val loss beats the image-blind baseline (a run on the prior's plateau goes on).",
+    ),
+    start_at_baseline: bool = typer.Option(
+        True, "--start-at-baseline/--no-start-at-baseline",
+        help="Start a fresh head at the image-blind fit of the training votes.",
+    ),
+    lr_schedule: str = typer.Option("cosine", help="cosine (warm-up, then cosine decay to 0 at --epochs) or constant."),
+    warmup_epochs: int = typer.Option(1, help="Linear learning-rate warm-up (at most half the run)."),
+    gradient_clip: float = typer.Option(0.0, help="Clip the gradient norm to this; 0 = off."),
     precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed (CPU too), 16-mixed (GPU)."),
     accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu."),
     devices: str = typer.Option("auto", help="Lightning devices: auto, 2, 0,1."),
@@ -61,7 +73,7 @@ def train_command(
 
     from zoobot.checkpoints import load_model
     from zoobot.files import write_json_atomic
-    from zoobot.metrics import format_metrics
+    from zoobot.metrics import compare_with_baseline, format_metrics, image_blind_nll
     from zoobot.predict import evaluate_split, manifest_votes
     from zoobot.shards import ShardReader
     from zoobot.training import train_model
@@ -92,7 +104,9 @@ def train_command(
     try:
         settings = TrainSettings(
             architecture=architecture, dropout_rate=dropout_rate, batch_size=batch_size, epochs=epochs,
-            learning_rate=learning_rate, weight_decay=weight_decay, patience=patience, precision=precision,
+            learning_rate=learning_rate, weight_decay=weight_decay, patience=patience, min_epochs=min_epochs,
+            wait_for_baseline=wait_for_baseline, start_at_baseline=start_at_baseline, lr_schedule=lr_schedule,
+            warmup_epochs=warmup_epochs, gradient_clip=gradient_clip, precision=precision,
             accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
             num_workers=num_workers, seed=seed, augment=augment, greyscale=greyscale,
             save_top_k=save_top_k, tensorboard=tensorboard, progress_bar=progress,
@@ -110,21 +124,45 @@ def train_command(
     if rank_zero_only.rank != 0:  # DDP: the other ranks stop here
         return
     logger.info(
-        "best val loss %.4f after %d epochs (%.0f s): %s",
-        result.best_val_loss, result.epochs_trained, result.seconds, result.best_checkpoint,
+        "best val loss %.4f (image-blind baseline %.4f) after %d epochs (%.0f s): %s",
+        result.best_val_loss, result.baseline_loss, result.epochs_trained, result.seconds, result.best_checkpoint,
     )
     model = load_model(result.best_checkpoint).to(torch_device(accelerator))
     predict_precision = "bf16-mixed" if precision.startswith("bf16") else "32-true"
     metrics = evaluate_split(model, reader, chosen, report_split, eval_samples, 256, predict_precision)
+    _, report_counts = manifest_votes(reader, chosen, report_split)
+    verdict = compare_with_baseline(metrics, image_blind_nll(train_counts, report_counts, chosen))
     typer.echo(f"{report_split} split:")
     typer.echo(format_metrics(metrics))
+    typer.echo(
+        f"image-blind baseline (the training votes' best single prediction for every galaxy): loss "
+        f"{verdict['baseline_loss']:.3f}; model mixture loss {metrics['mixture_loss']:.3f}; spread of "
+        f"predictions across galaxies {verdict['spread'] or 0.0:.3f}"
+    )
+    if verdict["collapsed"]:
+        logger.warning(
+            "collapsed: the model predicts nearly the same for every %s galaxy (spread %.4f < %.2f); it has "
+            "not learnt from the images. Train longer (--epochs), or with more labels",
+            report_split, verdict["spread"] or 0.0, verdict["collapse_spread"],
+        )
+    if not verdict["beats_baseline"]:
+        logger.warning(
+            "the model does not beat the image-blind baseline on %s (loss %.3f >= %.3f): it has learnt "
+            "nothing a constant prediction would not give", report_split, metrics["mixture_loss"], verdict["baseline_loss"],
+        )
     record = {
         "split": report_split,
         "shard_dir": str(Path(shard_dir).resolve()),
         "best_checkpoint": str(result.best_checkpoint),
         "best_val_loss": result.best_val_loss,
+        "val_baseline_loss": result.baseline_loss,
+        "left_prior_epoch": result.left_prior_epoch,
         "epochs_trained": result.epochs_trained,
         "train_seconds": result.seconds,
+        "baseline_loss": verdict["baseline_loss"],
+        "beats_baseline": verdict["beats_baseline"],
+        "collapsed": verdict["collapsed"],
+        "baseline": verdict,
         "history": result.history,
         "settings": asdict(settings),
         "metrics": metrics,

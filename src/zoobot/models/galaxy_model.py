@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from zoobot.models.heads import VoteHead
+from zoobot.models.heads import SIGMOID, SOFTPLUS, VoteHead
 from zoobot.models.registry import backbone_num_features, build_backbone
 from zoobot.schema import Schema, get_schema
 
@@ -132,6 +132,7 @@ def create_model(
     channels: int = 3,
     dropout_rate: float = 0.2,
     image_size: int | None = None,
+    head_link: str = SOFTPLUS,
     **backbone_kwargs: Any,
 ) -> GalaxyModel:
     """Build a :class:`GalaxyModel`; weights are never downloaded.
@@ -146,6 +147,8 @@ def create_model(
     dropout_rate: the head's always-on dropout, in [0, 1).
     image_size: input side in pixels, or None for any size. When set, inputs of another size
         raise; timm models that take ``img_size`` (ViTs) are built for it.
+    head_link: the Dirichlet head's link (``heads.DIRICHLET_LINKS``); "sigmoid" only for
+        checkpoints saved before the softplus link (configs without ``head_link``).
     backbone_kwargs: passed to the backbone builder (e.g. ``pooling="flatten"`` for zoobot-2019).
         They must be plain values so the config can be saved. Stochastic backbone layers
         (timm's ``drop_rate``, ``drop_path_rate``, ``drop_block_rate`` above 0) are refused: MC
@@ -175,6 +178,7 @@ def create_model(
         n_outputs=resolved.n_outputs,
         dropout_rate=float(dropout_rate),
         likelihood=likelihood,
+        link=head_link,
     )
     config = {
         "architecture": architecture,
@@ -182,6 +186,7 @@ def create_model(
         "channels": channels,
         "dropout_rate": float(dropout_rate),
         "image_size": image_size,
+        "head_link": head_link,
         **backbone_kwargs,
     }
     return GalaxyModel(backbone, head, resolved, channels=channels, image_size=image_size, config=config)
@@ -199,6 +204,7 @@ def model_from_config(config: dict[str, Any], schema: Schema | None = None) -> G
             f"model config lacks {missing}; expected at least {list(CONFIG_KEYS)}, got {sorted(config)}"
         )
     kwargs = dict(config)
+    kwargs.setdefault("head_link", SIGMOID)  # configs saved before the softplus link
     name = kwargs.pop("schema")
     if schema is None:
         try:

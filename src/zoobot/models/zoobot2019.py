@@ -10,6 +10,12 @@ The head (dropout, then the output layer) is zoobot's :class:`~zoobot.models.hea
 ``pooling="avg"`` (default) averages the last feature map, so the network runs at any image
 size. ``pooling="flatten"`` follows the paper and flattens it; it needs ``image_size`` (a
 multiple of 16) because the dense layer's width depends on it.
+
+Weights start with He (Kaiming-normal, fan-in, ReLU) initialisation and zero biases. PyTorch's
+default (Kaiming-uniform with a = sqrt(5)) shrinks the signal about 2.4x per layer in this
+plain ReLU stack: at initialisation the pooled features of different galaxies differed by
+2e-5, so every gradient that depends on the image was tiny and training sat on the prior's
+plateau for many epochs (docs/training.md, "Learning from few labels").
 """
 
 from __future__ import annotations
@@ -63,6 +69,10 @@ class Zoobot2019(nn.Module):
             pooled_width = 128
         self.dense = nn.Sequential(nn.Linear(pooled_width, DENSE_WIDTH), nn.ReLU(inplace=True))
         self.num_features = DENSE_WIDTH
+        for module in self.modules():
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+                nn.init.zeros_(module.bias)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         maps = self.features(images)  # (batch, 128, H/16, W/16)
