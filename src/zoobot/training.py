@@ -17,9 +17,8 @@ stopping less noisy; its expectation equals the training loss's.
 
 Learning from few labels (docs/training.md): the image-blind baseline (``metrics.image_blind_nll``,
 the best single prediction for every galaxy, fitted to the training votes) gives the val loss a
-model reaches without looking at the images. A fresh head starts there
-(``start_at_baseline``); early stopping (:class:`BaselineAwareStopping`) never ends a run
-before ``min_epochs``, and with ``wait_for_baseline`` counts its patience only once the val loss
+model reaches without looking at the images. Early stopping (:class:`BaselineAwareStopping`)
+never ends a run before ``min_epochs``, and with ``wait_for_baseline`` counts its patience only once the val loss
 has beaten the baseline, so a run still on the prior's plateau keeps going; AdamW follows a
 linear warm-up and cosine decay (``lr_schedule``); ``gradient_clip`` clips the gradient norm.
 The result records the baseline, whether the best checkpoint beats it, and whether its
@@ -62,7 +61,7 @@ from zoobot.checkpoints import load_warm_start, read_checkpoint
 from zoobot.files import atomic_path, write_json_atomic
 from zoobot.ids import describe_ids
 from zoobot.losses import vote_nll
-from zoobot.metrics import COLLAPSE_SPREAD, image_blind_nll, image_blind_prediction, prediction_spread
+from zoobot.metrics import COLLAPSE_SPREAD, image_blind_nll, prediction_spread
 from zoobot.models import GalaxyModel, create_model, model_from_config
 from zoobot.models.heads import SIGMOID
 from zoobot.schema import Schema, schema_from_dict, schema_to_dict
@@ -379,8 +378,6 @@ def train_model(
     if warm_start is not None:
         load_warm_start(model, Path(warm_start))
         logger.info("warm start from %s", warm_start)
-    elif settings.start_at_baseline:
-        model.head.set_prediction(image_blind_prediction(train_counts, schema))
     module = GalaxyLightningModule(model.config, schema_to_dict(schema), asdict(settings), model=model)
 
     augmentation = GalaxyAugmentation(reader.size) if settings.augment else None

@@ -46,7 +46,7 @@ SOFTPLUS = "softplus"
 SIGMOID = "sigmoid"
 DIRICHLET_LINKS = (SOFTPLUS, SIGMOID)
 #: A fresh Dirichlet head predicts about this concentration for every answer: a weak, uniform
-#: prediction (``VoteHead.set_prediction`` starts it elsewhere, e.g. at the image-blind fit).
+#: prediction, on the softplus's live slope.
 INITIAL_CONCENTRATION = 1.0
 
 
@@ -137,8 +137,7 @@ class VoteHead(nn.Module):
     def set_prediction(self, prediction) -> None:
         """Set the bias so that features of 0 predict ``prediction`` (n_outputs,): rho or alpha.
 
-        Used to start training at the image-blind fit (``metrics.image_blind_prediction``);
-        the weights are left as they are.
+        The weights are left as they are.
         """
         prediction = torch.as_tensor(prediction, dtype=torch.float64)
         if prediction.shape != (self.linear.out_features,):
