@@ -185,6 +185,18 @@ def test_warm_start_loads_the_checkpoint_weights(trained, shards, tmp_path):
         torch.testing.assert_close(a, b, msg=name)  # a fresh seed-5 init would differ everywhere
 
 
+def test_warm_start_from_a_checkpoint_saved_before_the_softplus_link_keeps_its_link(trained, shards, tmp_path, caplog):
+    result, _ = trained
+    record = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    del record["hyper_parameters"]["model_config"]["head_link"]  # as written before head_link existed
+    old = tmp_path / "old.ckpt"
+    torch.save(record, old)
+    assert load_model(old).head.link == "sigmoid"
+    warm = train(shards, tmp_path / "warm", tiny_settings(), warm_start=old)
+    assert load_model(warm.best_checkpoint).head.link == "sigmoid"
+    assert "first Dirichlet link" in caplog.text
+
+
 def test_warm_start_from_another_schema_is_a_clear_error(trained, shards, tmp_path):
     result, _ = trained
     with pytest.raises(ValueError, match="warm start.*same architecture, schema"):

@@ -314,6 +314,8 @@ def compare_with_baseline(report: dict, baseline: dict, *, collapse_spread: floa
         model_loss, baseline_loss = metrics["mixture_loss"], baseline["questions"][name]
         beats = None if model_loss is None or baseline_loss is None else bool(model_loss < baseline_loss)
         questions[name] = {"baseline_loss": baseline_loss, "beats_baseline": beats}
+    if report["mixture_loss"] is None or baseline["loss"] is None:
+        raise ValueError("compare_with_baseline: no galaxies to compare on (the split is empty)")
     spread = report["spread"]
     return {
         "baseline_loss": baseline["loss"],
