@@ -185,6 +185,18 @@ def test_warm_start_loads_the_checkpoint_weights(trained, shards, tmp_path):
         torch.testing.assert_close(a, b, msg=name)  # a fresh seed-5 init would differ everywhere
 
 
+def test_warm_start_from_a_checkpoint_saved_before_the_softplus_link_keeps_its_link(trained, shards, tmp_path, caplog):
+    result, _ = trained
+    record = torch.load(result.best_checkpoint, map_location="cpu", weights_only=True)
+    del record["hyper_parameters"]["model_config"]["head_link"]  # as written before head_link existed
+    old = tmp_path / "old.ckpt"
+    torch.save(record, old)
+    assert load_model(old).head.link == "sigmoid"
+    warm = train(shards, tmp_path / "warm", tiny_settings(), warm_start=old)
+    assert load_model(warm.best_checkpoint).head.link == "sigmoid"
+    assert "first Dirichlet link" in caplog.text
+
+
 def test_warm_start_from_another_schema_is_a_clear_error(trained, shards, tmp_path):
     result, _ = trained
     with pytest.raises(ValueError, match="warm start.*same architecture, schema"):
@@ -386,7 +398,7 @@ def test_a_tiny_model_leaves_the_prior_within_min_epochs(bright_is_smooth, tmp_p
     assert result.beats_baseline and not result.collapsed
     assert result.best_val_loss < result.baseline_loss
     assert result.epochs_trained == 8  # patience 0, yet no stop before min_epochs
-    assert [h["lr"] for h in result.history] == sorted((h["lr"] for h in result.history), reverse=True)
+    assert {h["lr"] for h in result.history} == {settings.learning_rate}  # the default: constant
     assert all(h["val_spread"] is not None for h in result.history)
     record = json.loads((tmp_path / "train_result.json").read_text())
     assert record["baseline_loss"] == pytest.approx(result.baseline_loss)
@@ -455,7 +467,7 @@ def test_learning_rate_warms_up_then_decays_to_zero():
         ({"min_epochs": 2.5}, "min_epochs: expected an integer >= 0"),
         ({"warmup_epochs": True}, "warmup_epochs: expected an integer >= 0"),
         ({"wait_for_baseline": "yes"}, "wait_for_baseline: expected True or False"),
-        ({"start_at_baseline": 1}, "start_at_baseline: expected True or False"),
+        ({"wait_for_baseline": 1}, "wait_for_baseline: expected True or False"),
         ({"lr_schedule": "cosin"}, r"lr_schedule: expected one of \['cosine', 'constant'\], got 'cosin'"),
         ({"gradient_clip": -1.0}, "gradient_clip: expected a finite number >= 0"),
         ({"gradient_clip": float("nan")}, "gradient_clip: expected a finite number >= 0"),
@@ -468,7 +480,8 @@ def test_settings_refuse_bad_values_of_the_new_knobs(changes, message):
 
 def test_settings_defaults_and_old_records_load():
     settings = TrainSettings()
-    assert (settings.min_epochs, settings.wait_for_baseline, settings.lr_schedule) == (10, True, "cosine")
+    assert (settings.patience, settings.min_epochs, settings.wait_for_baseline) == (10, 10, True)
+    assert (settings.lr_schedule, settings.warmup_epochs, settings.gradient_clip) == ("constant", 0, 0.0)
     TrainSettings(epochs=1)  # min_epochs and warm-up are capped by the run, never an error
     old = {k: v for k, v in asdict(settings).items() if k not in ("min_epochs", "lr_schedule", "gradient_clip")}
     assert TrainSettings(**old) == settings

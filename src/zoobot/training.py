@@ -17,11 +17,11 @@ stopping less noisy; its expectation equals the training loss's.
 
 Learning from few labels (docs/training.md): the image-blind baseline (``metrics.image_blind_nll``,
 the best single prediction for every galaxy, fitted to the training votes) gives the val loss a
-model reaches without looking at the images. A fresh head starts there
-(``start_at_baseline``); early stopping (:class:`BaselineAwareStopping`) never ends a run
-before ``min_epochs``, and with ``wait_for_baseline`` counts its patience only once the val loss
-has beaten the baseline, so a run still on the prior's plateau keeps going; AdamW follows a
-linear warm-up and cosine decay (``lr_schedule``); ``gradient_clip`` clips the gradient norm.
+model reaches without looking at the images. Early stopping (:class:`BaselineAwareStopping`)
+never ends a run before ``min_epochs``, and with ``wait_for_baseline`` counts its patience only
+once the run has left the prior, so a run still on the prior's plateau keeps going. AdamW's
+learning rate is constant unless ``lr_schedule="cosine"``, after ``warmup_epochs`` of linear
+warm-up (:func:`learning_rate_factor`); ``gradient_clip`` clips the gradient norm.
 The result records the baseline, whether the best checkpoint beats it, and whether its
 predictions collapsed to one answer for every galaxy (``metrics.COLLAPSE_SPREAD``).
 
@@ -62,10 +62,10 @@ from zoobot.checkpoints import load_warm_start, read_checkpoint
 from zoobot.files import atomic_path, write_json_atomic
 from zoobot.ids import describe_ids
 from zoobot.losses import vote_nll
-from zoobot.metrics import COLLAPSE_SPREAD, image_blind_nll, image_blind_prediction, prediction_spread
+from zoobot.metrics import COLLAPSE_SPREAD, image_blind_nll, prediction_spread
 from zoobot.models import GalaxyModel, create_model, model_from_config
 from zoobot.models.heads import SIGMOID
-from zoobot.schema import Schema, schema_from_dict, schema_to_dict
+from zoobot.schema import BINOMIAL, Schema, schema_from_dict, schema_to_dict
 from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
 from zoobot.shards import ShardReader
 from zoobot.training_settings import TrainResult, TrainSettings
@@ -173,7 +173,7 @@ class BaselineAwareStopping(Callback):
     val loss), except that it never stops before ``min_epochs`` epochs, and, with
     ``wait_for_baseline``, counts only once the run has left the prior (``left_prior_epoch``):
     a val loss below ``baseline_loss`` *with* predictions that differ between galaxies
-    (``val_spread`` >= ``metrics.COLLAPSE_SPREAD``; a head started at the baseline dips below
+    (``val_spread`` >= ``metrics.COLLAPSE_SPREAD``; a model that sits on the prior dips below
     it by noise alone). A run on the plateau of the prior goes on to its last epoch.
     """
 
@@ -363,7 +363,7 @@ def train_model(
                 f"asks for {settings.backbone_kwargs['head_link']!r}; drop it, or train from scratch"
             )
         link = {"head_link": previous_link}
-        if previous_link == SIGMOID:
+        if previous_link == SIGMOID and schema.likelihood != BINOMIAL:
             logger.warning(
                 "warm start from %s, saved with the first Dirichlet link (alpha = 1 + 99 sigmoid), which "
                 "can die at alpha = 1; this run keeps it. Train from scratch for the softplus link", warm_start,
@@ -379,8 +379,6 @@ def train_model(
     if warm_start is not None:
         load_warm_start(model, Path(warm_start))
         logger.info("warm start from %s", warm_start)
-    elif settings.start_at_baseline:
-        model.head.set_prediction(image_blind_prediction(train_counts, schema))
     module = GalaxyLightningModule(model.config, schema_to_dict(schema), asdict(settings), model=model)
 
     augmentation = GalaxyAugmentation(reader.size) if settings.augment else None

@@ -22,12 +22,11 @@ class TrainSettings:
     epochs: int = 20
     learning_rate: float = 1e-3
     weight_decay: float = 1e-2
-    patience: int = 5  # early stopping on validation loss
+    patience: int = 10  # early stopping on validation loss
     min_epochs: int = 10  # early stopping never ends a run before this (capped at epochs)
     wait_for_baseline: bool = True  # patience counts only once val loss has beaten the image-blind baseline
-    start_at_baseline: bool = True  # a fresh head starts at the image-blind fit of the training votes
-    lr_schedule: str = "cosine"  # "cosine": linear warm-up, then cosine decay to 0 at `epochs`; or "constant"
-    warmup_epochs: int = 1  # linear learning-rate warm-up (any schedule), at most half the run
+    lr_schedule: str = "constant"  # or "cosine": decay to 0 at `epochs` (after any warm-up)
+    warmup_epochs: int = 0  # linear learning-rate warm-up (any schedule), at most half the run
     gradient_clip: float = 0.0  # clip the gradient norm to this; 0 = off
     precision: str = "32-true"  # "bf16-mixed" works on CPU
     accelerator: str = "auto"
@@ -61,9 +60,8 @@ class TrainSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"TrainSettings.{name}: expected an integer >= 0, got {value!r}")
-        for name in ("wait_for_baseline", "start_at_baseline"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"TrainSettings.{name}: expected True or False, got {getattr(self, name)!r}")
+        if not isinstance(self.wait_for_baseline, bool):
+            raise ValueError(f"TrainSettings.wait_for_baseline: expected True or False, got {self.wait_for_baseline!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainSettings.lr_schedule: expected one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
         clip = self.gradient_clip

@@ -20,8 +20,9 @@ alpha = (0.79, 0.77, 0.27)). The first link, alpha = 1 + 99 sigmoid(logit) (``"s
 so that checkpoints saved with it still load), could not go below 1: training pushed every
 logit to -inf, where the sigmoid is flat, and the head died at alpha = 1 for every galaxy. The
 softplus link reaches down to ALPHA_MIN = 0.01 and its slope, sigmoid(logit) = 1 - exp(-(alpha -
-ALPHA_MIN)), is 0.1 at alpha = 0.1 and 0.63 at alpha = 1 (the sigmoid link's was 0 there).
-The upper clamp only guards against overflow: fitted concentrations of real votes stay below 20.
+ALPHA_MIN)), is 0.09 at alpha = 0.1 and 0.63 at alpha = 1 (the sigmoid link's was 0 there).
+The upper clamp only guards against overflow (the image-blind fits of the GZ2 questions lie
+between 0.09 and 10.3).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ SOFTPLUS = "softplus"
 SIGMOID = "sigmoid"
 DIRICHLET_LINKS = (SOFTPLUS, SIGMOID)
 #: A fresh Dirichlet head predicts about this concentration for every answer: a weak, uniform
-#: prediction (``VoteHead.set_prediction`` starts it elsewhere, e.g. at the image-blind fit).
+#: prediction, on the softplus's live slope.
 INITIAL_CONCENTRATION = 1.0
 
 
@@ -137,8 +138,7 @@ class VoteHead(nn.Module):
     def set_prediction(self, prediction) -> None:
         """Set the bias so that features of 0 predict ``prediction`` (n_outputs,): rho or alpha.
 
-        Used to start training at the image-blind fit (``metrics.image_blind_prediction``);
-        the weights are left as they are.
+        The weights are left as they are.
         """
         prediction = torch.as_tensor(prediction, dtype=torch.float64)
         if prediction.shape != (self.linear.out_features,):
