@@ -172,7 +172,7 @@ def dirichlet_multinomial_nll(
             _finite_checks("alpha", alpha, "prediction"),
             _finite_checks("counts", counts, "label"),
             ("alpha <= 0", alpha, alpha > 0, InvalidVotesError,
-             "expected positive Dirichlet concentrations (GalaxyModel gives alpha in [1, 100])"),
+             "expected positive Dirichlet concentrations (GalaxyModel's head gives alpha > 0.01)"),
             ("negative counts", counts, counts >= 0, InvalidVotesError,
              "expected vote counts >= 0; fix the catalog"),
         ],

@@ -96,7 +96,7 @@ EXPECTED_VOTES = typer.Option(
 EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
-PATIENCE = typer.Option(5, help="Early stopping: epochs without a better eval loss.")
+PATIENCE = typer.Option(10, help="Early stopping: epochs without a better val loss (counted once val loss beats the image-blind baseline).")
 ACQUISITION = typer.Option("bald", help=f"Acquisition function: {' | '.join(list_acquisitions())}.")
 SELECTION = typer.Option(
     "top-k", help=f"Selection: {' | '.join(STRATEGIES)} (power and softmax sample stochastically, for large batches)."

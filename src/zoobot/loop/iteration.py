@@ -189,6 +189,9 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
     record = {
         "checkpoint": str(Path(result.best_checkpoint).resolve().relative_to(work.resolve())),
         "best_val_loss": result.best_val_loss,
+        "baseline_loss": result.baseline_loss,
+        "beats_baseline": result.beats_baseline,
+        "collapsed": result.collapsed,
         "epochs_trained": result.epochs_trained,
         "train_seconds": result.seconds,
         "settings": asdict(settings),
