@@ -15,7 +15,7 @@ LAYERS = [
     {"catalog", "models", "losses"},
     {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "oracles",
      "checkpoints"},
-    {"shard_dataset", "predict"},
+    {"shard_dataset", "predict", "recalibration"},
     {"training", "prediction_writer"},
     {"loop"},
     {"reports", "html_report"},

@@ -36,7 +36,7 @@ chunks of ``CHUNK_GALAXIES`` and the pmf is built in blocks of at most ``BLOCK_E
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 from scipy.special import gammaln, xlog1py, xlogy
@@ -278,6 +278,22 @@ def predictive_intervals(
 # ---------------------------------------------------------------- coverage
 
 
+def _used_levels(used_levels: Mapping[str, Sequence[float]] | None, levels: tuple[float, ...], schema: Schema) -> np.ndarray:
+    """(question, level) interval levels: the nominal ones, or per question those given."""
+    used = np.tile(np.array(levels), (schema.n_questions, 1))
+    if used_levels is None:
+        return used
+    unknown = sorted(set(used_levels) - set(schema.question_names))
+    if unknown:
+        raise ValueError(f"used_levels: expected questions of schema {schema.name!r}, got {unknown}")
+    for name, given in used_levels.items():
+        given = check_levels(given)
+        if len(given) != len(levels):
+            raise ValueError(f"used_levels[{name!r}]: expected {len(levels)} levels (one per nominal level), got {len(given)}")
+        used[schema.question_names.index(name)] = given
+    return used
+
+
 class _Tally:
     """Running coverage of (galaxy, answer) pairs, clustered by galaxy for the standard error.
 
@@ -321,6 +337,7 @@ def coverage(
     schema: Schema,
     levels: Sequence[float] = LEVELS,
     max_error: int = MAX_ERROR,
+    used_levels: Mapping[str, Sequence[float]] | None = None,
 ) -> dict:
     """Coverage of MC predictions (galaxy, sample, output) against observed counts (galaxy, answer).
 
@@ -339,9 +356,14 @@ def coverage(
     - ``n_galaxies`` (with N >= 1), ``n_pairs``, ``mean_votes`` (mean N over the (galaxy,
       question) with N >= 1).
 
+    ``used_levels`` (recalibration, :mod:`zoobot.recalibration`): per question name, the interval
+    level drawn in place of each nominal level (same length as ``levels``); the report keeps the
+    nominal levels and adds ``used_level``. The credible interval stays at the nominal level.
+
     Returns a strict-JSON dict (undefined values None).
     """
     levels = check_levels(levels)
+    used = _used_levels(used_levels, levels, schema)  # (question, level)
     if int(max_error) != max_error or max_error < 0:
         raise ValueError(f"max_error: expected a whole number of votes >= 0, got {max_error!r}")
     max_error = int(max_error)
@@ -357,8 +379,8 @@ def coverage(
         raise ValueError("counts: expected whole numbers of votes >= 0")
     votes = question_votes(counts, schema)  # (galaxy, question)
     n_levels, widths = len(levels), np.arange(max_error + 1)
-    lower_q = np.array([(1 - level) / 2 for level in levels])[:, None, None]  # (level, 1, 1)
-    upper_q = np.array([(1 + level) / 2 for level in levels])[:, None, None]  # (level, 1, 1)
+    lower_q = ((1 - used) / 2)[:, :, None, None]  # (question, level, 1, 1)
+    upper_q = ((1 + used) / 2)[:, :, None, None]  # (question, level, 1, 1)
     percentiles = [p for level in levels for p in (50 * (1 - level), 50 * (1 + level))]
 
     sizes = {"observed": n_levels, "predicted": n_levels, "credible": n_levels,
@@ -394,8 +416,8 @@ def coverage(
                 lower = np.take_along_axis(np.broadcast_to(padded, lo.shape + padded.shape[-1:]), lo[..., None], -1)
                 return np.maximum(upper - lower, 0.0)[..., 0]
 
-            low = _quantile_counts(cdf[None], lower_q)  # (level, row, answer)
-            high = _quantile_counts(cdf[None], upper_q)  # (level, row, answer)
+            low = _quantile_counts(cdf[None], lower_q[q])  # (level, row, answer)
+            high = _quantile_counts(cdf[None], upper_q[q])  # (level, row, answer)
             per_question["observed"][q][:, rows] = ((low <= k) & (k <= high)).sum(axis=-1)
             per_question["predicted"][q][:, rows] = mass(low, high).sum(axis=-1)
             observed_fraction = k / n[:, None]  # (row, answer)
@@ -423,6 +445,7 @@ def coverage(
         intervals = [
             {
                 "level": level,
+                **({"used_level": float(used[schema.question_names.index(name), i])} if used_levels and name != "all" else {}),
                 "predicted": _round(tally["predicted"][i].mean()),
                 "observed": _round(tally["observed"][i].mean()),
                 "stderr": _round(tally["observed"][i].stderr()),

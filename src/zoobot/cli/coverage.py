@@ -1,6 +1,7 @@
 """`zoobot coverage`: how often the posterior predictive intervals hold the volunteers' real votes."""
 
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ from zoobot.schema import Schema
 from zoobot.uncertainty import LEVELS, MAX_ERROR, check_levels, coverage
 
 CSV_COLUMNS = [
-    "question", "kind", "level", "max_error", "predicted", "observed", "stderr", "credible_observed",
+    "question", "kind", "level", "used_level", "max_error", "predicted", "observed", "stderr", "credible_observed",
     "n_galaxies", "mean_votes",
 ]
 
@@ -66,7 +67,8 @@ def observed_counts(catalog_path: Path, ids: np.ndarray, schema: Schema, ignore_
 
 
 def coverage_table(report: dict) -> pd.DataFrame:
-    """The report as one long table: a row per (question, level) and per (question, +-w)."""
+    """The report as one long table: a row per (question, level) and per (question, +-w); after
+    recalibration also a row per (question, level) of kind "recalibrated"."""
     rows = []
     for name, part in [*report["questions"].items(), ("all", report["all"])]:
         common = {"question": name, "n_galaxies": part["n_galaxies"], "mean_votes": part["mean_votes"]}
@@ -74,6 +76,10 @@ def coverage_table(report: dict) -> pd.DataFrame:
             rows.append({**common, "kind": "interval", **row})
         for row in part["within"]:
             rows.append({**common, "kind": "within", **row})
+        if "recalibrated" in report:
+            after = report["recalibrated"]["all" if name == "all" else "questions"]
+            for row in (after if name == "all" else after[name])["intervals"]:
+                rows.append({**common, "kind": "recalibrated", **row})
     return pd.DataFrame(rows).reindex(columns=CSV_COLUMNS)
 
 
@@ -99,6 +105,9 @@ def plot_coverage(report: dict, path: Path) -> None:
                   label="predicted mass")
         left.plot(levels, [r["credible_observed"] for r in pooled["intervals"]], color="tab:red", ls="--", marker="s",
                   label="credible interval of\nthe mean, observed")
+        if "recalibrated" in report:
+            left.plot(levels, [r["observed"] for r in report["recalibrated"]["all"]["intervals"]], color="tab:green",
+                      lw=2, marker="D", label="observed after\nrecalibration")
         widths = [r["max_error"] for r in pooled["within"]]
         right.plot(widths, [r["predicted"] for r in pooled["within"]], color="black", label="predicted")
         right.plot(widths, [r["observed"] for r in pooled["within"]], color="tab:blue", marker="o", ls="", label="observed")
@@ -114,11 +123,12 @@ def plot_coverage(report: dict, path: Path) -> None:
     plt.close(figure)
 
 
-def print_report(report: dict) -> None:
+def print_report(report: dict, note: str = "") -> None:
     console = Console(soft_wrap=True)
     if not console.is_terminal:
         console.width = 200  # whole rows in files, pipes and CI logs
-    table = Table(title=f"coverage of the posterior predictive intervals ({report['schema']}, {report['n_samples']} samples)")
+    title = f"coverage of the posterior predictive intervals ({report['schema']}, {report['n_samples']} samples)"
+    table = Table(title=f"{title}, {note}" if note else title)
     for column in ("question", "galaxies", "mean N"):
         table.add_column(column, justify="right", no_wrap=True)
     for level in report["levels"]:
@@ -147,9 +157,15 @@ def coverage_command(
     ignore_extra: bool = typer.Option(
         False, "--ignore-extra", help="Score only the predicted galaxies when the catalog has more."
     ),
+    recalibrate_on: Optional[Path] = typer.Option(
+        None, "--recalibrate-on", show_default=False,
+        help="Predictions (--save-samples) of other labelled galaxies, e.g. the val split: fit per-question "
+        "interval levels there and report coverage before and after (recalibration.json).",
+    ),
 ) -> None:
     """Observed against predicted coverage of the predictive intervals, per question, on real votes."""
     from zoobot.prediction_writer import read_predictions
+    from zoobot.recalibration import check_disjoint, fit_levels, used_levels
 
     try:
         levels = check_levels(level)
@@ -159,13 +175,34 @@ def coverage_command(
         ids = read.catalog["id_str"].astype(str).to_numpy()
         counts = observed_counts(Path(catalog), ids, read.schema, ignore_extra)
         report = coverage(read.samples, counts, read.schema, levels, max_error)
+        fit = recalibrated = None
+        if recalibrate_on is not None:
+            calibration = read_predictions(recalibrate_on)
+            if calibration.schema != read.schema:
+                raise ValueError(
+                    f"--recalibrate-on {recalibrate_on}: schema {calibration.schema.name!r}, but the predictions "
+                    f"have {read.schema.name!r}; predict both splits with the same checkpoint"
+                )
+            fit_ids = calibration.catalog["id_str"].astype(str).to_numpy()
+            check_disjoint(fit_ids, ids)
+            fit_counts = observed_counts(Path(catalog), fit_ids, read.schema, ignore_extra=True)
+            fit = fit_levels(calibration.samples, fit_counts, read.schema, levels)
+            fit = {"fitted_on": str(Path(recalibrate_on).resolve()), **fit}
+            recalibrated = coverage(read.samples, counts, read.schema, levels, max_error, used_levels(fit))
     except (ValueError, KeyError) as error:
         fail(str(error.args[0]) if isinstance(error, KeyError) else str(error))
     report = {"predictions": str(Path(predictions).resolve()), "catalog": str(Path(catalog).resolve()), **report}
+    if recalibrated is not None:
+        report["recalibrated"] = recalibrated
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "coverage.json", report)
     with atomic_path(out / "coverage.csv") as tmp:
         coverage_table(report).to_csv(tmp, index=False)
     plot_coverage(report, out / "coverage.png")
     print_report(report)
-    typer.echo(f"wrote coverage.json, coverage.csv and coverage.png to {out}")
+    written = "coverage.json, coverage.csv and coverage.png"
+    if fit is not None:
+        write_json_atomic(out / "recalibration.json", fit)
+        print_report(recalibrated, f"after recalibration fitted on {fit_counts.shape[0]} galaxies of {recalibrate_on}")
+        written = "coverage.json, coverage.csv, coverage.png and recalibration.json"
+    typer.echo(f"wrote {written} to {out}")
