@@ -19,7 +19,7 @@ from zoobot.ids import describe_ids
 from zoobot.schema import Schema
 from zoobot.uncertainty import LEVELS, check_levels, coverage
 
-GRID = (*np.round(np.arange(0.01, 1.0, 0.01), 2).tolist(), 0.995, 0.999)  # interval levels tried
+GRID = (*np.round(np.arange(0.01, 0.99, 0.01), 2).tolist(), *np.round(np.arange(0.99, 0.9995, 0.001), 3).tolist())  # levels tried
 
 
 def fit_levels(predictions, counts, schema: Schema, levels: Sequence[float] = LEVELS, grid: Sequence[float] = GRID) -> dict:
