@@ -228,6 +228,8 @@ def test_create_instructions_refuses_a_bad_plan_before_writing(simulation, tmp_p
         ("--oracle", "simulatd"): "oracle.kind: expected one of ['simulated'], got 'simulatd' (did you mean 'simulated'?)",
         ("--delay", "-2"): "simulated oracle.delay: expected an integer >= 0, got -2",
         ("--subjects-per-iteration", "0"): "Instructions.subjects_per_iteration: expected an integer >= 1, got 0",
+        ("--pretrained", "no_such_encoder.safetensors"): "--pretrained: no_such_encoder.safetensors does not exist",
+        ("--layer-decay", "0"): "TrainSettings.layer_decay: expected a number in (0, 1] (1 = off), got 0.0",
     }
     for option, message in cases.items():
         result = CliRunner().invoke(app, base + list(option))

@@ -60,11 +60,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from zoobot.augmentation import GalaxyAugmentation
 from zoobot.checkpoints import load_warm_start, read_checkpoint
 from zoobot.files import atomic_path, write_json_atomic
+from zoobot.finetuning import backbone_blocks, check_finetuning, frozen_modules, parameter_groups
 from zoobot.ids import describe_ids
 from zoobot.losses import vote_nll
 from zoobot.metrics import COLLAPSE_SPREAD, image_blind_nll, prediction_spread
 from zoobot.models import GalaxyModel, create_model, model_from_config
 from zoobot.models.heads import SIGMOID
+from zoobot.pretrained import load_pretrained
 from zoobot.schema import BINOMIAL, Schema, schema_from_dict, schema_to_dict
 from zoobot.shard_dataset import ShardDataModule, ShardVoteDataset
 from zoobot.shards import ShardReader
@@ -106,6 +108,10 @@ class GalaxyLightningModule(L.LightningModule):
         self.log("train_loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=len(images))
         return loss
 
+    def on_train_epoch_start(self) -> None:
+        for module in frozen_modules(self.model):
+            module.eval()  # frozen blocks keep the pretrained batch-norm statistics
+
     def on_validation_epoch_start(self) -> None:
         self._val_fractions: list[np.ndarray] = []
 
@@ -123,9 +129,11 @@ class GalaxyLightningModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict:
         settings = self.hparams["settings"]
-        optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=settings["learning_rate"], weight_decay=settings["weight_decay"]
+        groups = parameter_groups(
+            self.model, settings["learning_rate"], settings["weight_decay"],
+            settings.get("trainable_blocks"), settings.get("layer_decay", 1.0),
         )
+        optimizer = torch.optim.AdamW(groups, lr=settings["learning_rate"], weight_decay=settings["weight_decay"])
         total_steps = max(1, int(self.trainer.estimated_stepping_batches))
         steps_per_epoch = total_steps / max(1, self.trainer.max_epochs)
         schedule = learning_rate_factor(
@@ -228,7 +236,7 @@ class RunRecord(Callback):
                 "train_loss": value("train_loss"),
                 "val_loss": value("val_loss"),
                 "val_spread": value("val_spread"),
-                "lr": float(trainer.optimizers[0].param_groups[0]["lr"]) if trainer.optimizers else None,
+                "lr": float(trainer.optimizers[0].param_groups[-1]["lr"]) if trainer.optimizers else None,  # the head's
             }
         )
 
@@ -379,6 +387,10 @@ def train_model(
     if warm_start is not None:
         load_warm_start(model, Path(warm_start))
         logger.info("warm start from %s", warm_start)
+    elif settings.pretrained is not None:
+        loaded = load_pretrained(model, settings.pretrained)
+        logger.info("backbone from %s: %s, %d tensors", settings.pretrained, loaded["source"], loaded["loaded"])
+    check_finetuning(settings.trainable_blocks, settings.layer_decay, len(backbone_blocks(model.backbone)))
     module = GalaxyLightningModule(model.config, schema_to_dict(schema), asdict(settings), model=model)
 
     augmentation = GalaxyAugmentation(reader.size) if settings.augment else None

@@ -41,6 +41,9 @@ class TrainSettings:
     tensorboard: bool = False
     progress_bar: bool = True
     backbone_kwargs: dict = field(default_factory=dict)  # extra create_model kwargs, plain values
+    pretrained: str | None = None  # backbone weights to start from (zoobot checkpoint or timm file); a warm start wins
+    trainable_blocks: int | None = None  # train only the last n backbone blocks (0: head only); None: all
+    layer_decay: float = 1.0  # learning rate of backbone block d from the top: learning_rate * layer_decay**d
 
     def __post_init__(self) -> None:
         checks = {
@@ -64,6 +67,18 @@ class TrainSettings:
             raise ValueError(f"TrainSettings.wait_for_baseline: expected True or False, got {self.wait_for_baseline!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"TrainSettings.lr_schedule: expected one of {list(LR_SCHEDULES)}, got {self.lr_schedule!r}")
+        if self.trainable_blocks is not None and (
+            isinstance(self.trainable_blocks, bool) or not isinstance(self.trainable_blocks, int) or self.trainable_blocks < 0
+        ):
+            raise ValueError(
+                f"TrainSettings.trainable_blocks: expected a whole number >= 0 (0 trains the head only) or None for "
+                f"all, got {self.trainable_blocks!r}"
+            )
+        decay = self.layer_decay
+        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 < decay <= 1:
+            raise ValueError(f"TrainSettings.layer_decay: expected a number in (0, 1] (1 = off), got {decay!r}")
+        if self.pretrained is not None and not isinstance(self.pretrained, str):
+            raise ValueError(f"TrainSettings.pretrained: expected a path as a string, got {self.pretrained!r}")
         clip = self.gradient_clip
         if isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0 or clip == float("inf"):
             raise ValueError(f"TrainSettings.gradient_clip: expected a finite number >= 0 (0 = off), got {clip!r}")

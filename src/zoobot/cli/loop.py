@@ -33,9 +33,12 @@ def plan_from_options(
     architecture: str, subjects_per_iteration: int, pool_size_per_iteration: Optional[int], n_samples: int,
     expected_votes: Optional[int], epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
-    precision: str, seed: int,
+    precision: str, seed: int, pretrained: Optional[Path] = None, trainable_blocks: Optional[int] = None,
+    layer_decay: float = 1.0,
 ) -> Plan:
     """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
+    if pretrained is not None and not Path(pretrained).is_file():
+        fail(f"--pretrained: {pretrained} does not exist; give a zoobot checkpoint or a .safetensors/.pth weights file")
     given = {"reveal_votes": reveal_votes, "delay": delay, "duplicate_rate": duplicate_rate}
     oracle_options = {name: value for name, value in given.items() if value is not None}
     try:
@@ -46,6 +49,8 @@ def plan_from_options(
         train = TrainSettings(
             architecture=architecture, batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
             patience=patience, precision=precision, seed=seed, progress_bar=False,
+            pretrained=None if pretrained is None else str(Path(pretrained).resolve()),
+            trainable_blocks=trainable_blocks, layer_decay=layer_decay,
             devices="1",  # "auto" on a multi-GPU node would relaunch this whole command once per rank
         )
         with warnings.catch_warnings(record=True) as caught:
@@ -97,6 +102,14 @@ EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
 PATIENCE = typer.Option(10, help="Early stopping: epochs without a better val loss (counted once val loss beats the image-blind baseline).")
+PRETRAINED = typer.Option(
+    None, help="Iteration 1 starts its backbone from these weights: a zoobot checkpoint of any schema, or a "
+    "timm-format .safetensors/.pth file (the head is built anew).", show_default=False,
+)
+TRAINABLE_BLOCKS = typer.Option(
+    None, help="Finetune only the last N backbone blocks (0: the head only); default: all.", show_default=False
+)
+LAYER_DECAY = typer.Option(1.0, help="Layer-wise learning-rate decay: block d from the top learns at lr * decay^d.")
 ACQUISITION = typer.Option("bald", help=f"Acquisition function: {' | '.join(list_acquisitions())}.")
 SELECTION = typer.Option(
     "top-k", help=f"Selection: {' | '.join(STRATEGIES)} (power and softmax sample stochastically, for large batches)."
@@ -132,6 +145,9 @@ def create_instructions_command(
     learning_rate: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,
     patience: int = PATIENCE,
+    pretrained: Optional[Path] = PRETRAINED,
+    trainable_blocks: Optional[int] = TRAINABLE_BLOCKS,
+    layer_decay: float = LAYER_DECAY,
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
@@ -222,6 +238,9 @@ def simulate_command(
     learning_rate: float = LEARNING_RATE,
     batch_size: int = BATCH_SIZE,
     patience: int = PATIENCE,
+    pretrained: Optional[Path] = PRETRAINED,
+    trainable_blocks: Optional[int] = TRAINABLE_BLOCKS,
+    layer_decay: float = LAYER_DECAY,
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,

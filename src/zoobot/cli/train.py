@@ -50,6 +50,15 @@ def train_command(
     from_checkpoint: Optional[Path] = typer.Option(
         None, help="Start from this checkpoint's weights (same architecture, schema and channels)."
     ),
+    pretrained: Optional[Path] = typer.Option(
+        None, help="Start the backbone from these weights: a zoobot checkpoint of any schema, or a timm-format "
+        ".safetensors/.pth file saved beforehand (matched by parameter name; the head is built anew).",
+        show_default=False,
+    ),
+    trainable_blocks: Optional[int] = typer.Option(
+        None, help="Finetune only the last N backbone blocks (0: the head only); default: all.", show_default=False
+    ),
+    layer_decay: float = typer.Option(1.0, help="Layer-wise learning-rate decay: block d from the top learns at lr * decay^d."),
     tensorboard: bool = typer.Option(False, "--tensorboard", help="Also log for TensorBoard (needs the tensorboard package)."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips, rotations and crops."),
     greyscale: bool = typer.Option(False, "--greyscale", help="Train on greyscale (RGB shards converted on the fly)."),
@@ -65,6 +74,8 @@ def train_command(
     shard_dir = required(renamed(shard_dir, old_shard_dir, "--shard-dir", "SHARD_DIR"), "SHARD_DIR")
     save_dir = required(renamed(out, old_save_dir, "--save-dir", "--out"), "--out SAVE_DIR")
     warm_start = renamed(from_checkpoint, old_warm_start, "--warm-start", "--from-checkpoint")
+    if warm_start is not None and pretrained is not None:
+        fail("--from-checkpoint and --pretrained both give starting weights; pass one (--pretrained keeps only the backbone)")
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from zoobot.checkpoints import load_model
@@ -106,6 +117,8 @@ def train_command(
             accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
             num_workers=num_workers, seed=seed, augment=augment, greyscale=greyscale,
             save_top_k=save_top_k, tensorboard=tensorboard, progress_bar=progress,
+            pretrained=None if pretrained is None else str(pretrained.resolve()),
+            trainable_blocks=trainable_blocks, layer_decay=layer_decay,
         )
         logger.info(
             "training %s on %d galaxies (val %d, test %d), %d px, schema %s",
