@@ -13,8 +13,8 @@ LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
      "augmentation"},
     {"catalog", "models", "losses"},
-    {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "oracles",
-     "checkpoints"},
+    {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "checkpoints"},
+    {"oracles"},  # the Panoptes oracle reads votes with convert.panoptes_annotations
     {"shard_dataset", "predict"},
     {"training", "prediction_writer"},
     {"loop"},
