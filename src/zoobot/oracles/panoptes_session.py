@@ -113,8 +113,10 @@ class PanoptesSession:
         self.backoff_s = backoff_s
         self._credentials = credentials
         self._client = None
+        self._storage = requests.Session()  # media uploads and checks go to storage, not the API
 
     def close(self) -> None:
+        self._storage.close()
         if self._client is not None:
             self._client.session.close()
             self._client = None
@@ -199,7 +201,7 @@ class PanoptesSession:
     def put_media(self, url: str, data: bytes, media_type: str) -> None:
         """Upload an image to a subject's signed location; raises TransientError on any failure."""
         try:
-            response = requests.put(
+            response = self._storage.put(
                 url, data=data, timeout=self.timeout_s,
                 headers={"Content-Type": media_type, "x-ms-blob-type": "BlockBlob"},
             )
@@ -211,7 +213,7 @@ class PanoptesSession:
     def media_exists(self, url: str) -> bool:
         """Whether a subject's public location serves its image (HEAD 200); 404 means lost."""
         try:
-            response = requests.head(url, timeout=self.timeout_s, allow_redirects=True)
+            response = self._storage.head(url, timeout=self.timeout_s, allow_redirects=True)
         except requests.RequestException as error:
             raise TransientError(f"checking the image at {url}: {type(error).__name__}: {error}") from None
         if response.status_code in (403, 404):

@@ -118,6 +118,8 @@ class PanoptesSettings:
                 options["task_map"] = read_task_map_file(options["task_map"])
             except ConversionError as error:
                 raise SettingsError(f"{OWNER}.task_map: {error}") from None
+        if isinstance(options.get("credentials_file"), str):  # absolute, so cron can run from anywhere
+            options["credentials_file"] = str(Path(options["credentials_file"]).expanduser().resolve())
         if "catalog_path" not in options:
             path = Path(catalog_dir) / POOL_CATALOG
             if not path.exists():

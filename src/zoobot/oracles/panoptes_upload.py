@@ -50,6 +50,7 @@ class Uploader:
         self.experiment = experiment
         self.galaxies = galaxies  # id_str -> {"file_loc", "ra", "dec"}
         self._ours: dict[str, str] | None = None  # id_str -> subject id of our subjects on Panoptes
+        self._image: tuple[str, bytes, str] | None = None  # (id_str, bytes, MIME type) of the last image read
 
     def run(self) -> None:
         rows = self.state.unfinished()
@@ -132,7 +133,7 @@ class Uploader:
 
     def _create_subject(self, id_str: str, iteration: int, attempts_before: int) -> tuple[str, str | None]:
         """(subject id, signed upload URL or None when the subject was found rather than made)."""
-        data, media_type = subject_image(self.galaxies[id_str]["file_loc"])
+        data, media_type = self._image_of(id_str)
         metadata = {"id_str": id_str, "iteration": iteration, EXPERIMENT_TAG: self.state.token}
         for key in ("ra", "dec"):
             value = self.galaxies[id_str].get(key)
@@ -180,8 +181,13 @@ class Uploader:
             self._ours = ours
         return self._ours
 
+    def _image_of(self, id_str: str) -> tuple[bytes, str]:
+        if self._image is None or self._image[0] != id_str:
+            self._image = (id_str, *subject_image(self.galaxies[id_str]["file_loc"]))
+        return self._image[1], self._image[2]
+
     def _send_image(self, id_str: str, subject_id: str, upload_url: str | None) -> None:
-        data, media_type = subject_image(self.galaxies[id_str]["file_loc"])
+        data, media_type = self._image_of(id_str)
         for n in range(self.settings.retries + 1):
             if upload_url is None:
                 location = self._public_location(subject_id)
