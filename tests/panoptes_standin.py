@@ -71,6 +71,7 @@ class PanoptesStandIn:
         self.subject_sets: dict[str, dict] = {}
         self.workflow_sets: list[str] = []
         self.classifications: list[dict] = []
+        self.later: list[list[tuple[dict, str | None]]] = []  # batches volunteers post between two collections
         self.faults: list[Fault] = []
         self.calls: list[tuple[str, str]] = []
         self.routes = Map([
@@ -110,6 +111,17 @@ class PanoptesStandIn:
         with self.lock:
             self.faults.append(fault)
         return fault
+
+    def classify_later(self, batches: list[list[tuple[dict, str | None]]]) -> None:
+        """Classifications (body, user id) that volunteers make while time passes: one batch is
+        posted each time the project's classifications are listed from their first page."""
+        with self.lock:
+            self.later.extend(batches)
+
+    def unspent(self) -> list[Fault]:
+        """Faults that have not hit all their requests yet (a test whose fault never fired proves nothing)."""
+        with self.lock:
+            return [f for f in self.faults if f.times]
 
     def volunteer_token(self, user_id: str) -> str:
         token = secrets.token_hex(8)
@@ -159,14 +171,16 @@ class PanoptesStandIn:
         return response(environ, start_response)
 
     def _take_fault(self, request: Request) -> Fault | None:
+        """The first fault that hits this request; every matching fault counts it."""
+        chosen = None
         for fault in self.faults:
             if fault.times and fault.method == request.method and re.fullmatch(fault.path, request.path):
                 if fault.skip:
                     fault.skip -= 1
-                    return None
-                fault.times -= 1
-                return fault
-        return None
+                elif chosen is None:
+                    fault.times -= 1
+                    chosen = fault
+        return chosen
 
     def _user(self, request: Request, required: bool = True) -> str | None:
         header = request.headers.get("Authorization", "")
@@ -353,8 +367,11 @@ class PanoptesStandIn:
     # -- classifications and retirement --------------------------------------------------------------------
 
     def _classify(self, request: Request, fault):
-        user = self._user(request, required=False)
         body = (request.get_json() or {}).get("classifications", {})
+        classification = self._add_classification(body, self._user(request, required=False))
+        return _resource("classifications", classification, status=201)
+
+    def _add_classification(self, body: dict, user: str | None) -> dict:
         subject_ids = [str(s) for s in body["links"]["subjects"]]
         if any(s not in self.subjects for s in subject_ids):
             raise _Error(422, f"subjects {subject_ids} do not exist")
@@ -370,10 +387,13 @@ class PanoptesStandIn:
             subject["classifications_count"] = subject.get("classifications_count", 0) + 1
             if self.retire_after is not None and subject["classifications_count"] >= self.retire_after:
                 subject.setdefault("retired_at", _now())
-        return _resource("classifications", classification, status=201)
+        return classification
 
     def _project_classifications(self, request: Request, fault):
         self._owner(request)
+        if self.later and int(request.args.get("page") or 1) == 1:  # time passed since the last look
+            for body, user in self.later.pop(0):
+                self._add_classification(body, user)
         last_id = int(request.args.get("last_id") or 0)
         found = [
             c for c in self.classifications
@@ -504,12 +524,16 @@ class Volunteers:
         if user is not None:
             token = self.tokens.setdefault(user, self.standin.volunteer_token(user))
             headers["Authorization"] = f"Bearer {token}"
-        body = {"classifications": {
+        body = {"classifications": self.body(subject_id, value, user, session, annotations)}
+        response = self.http.post(f"{self.standin.url}/api/classifications", json=body, headers=headers, timeout=5)
+        response.raise_for_status()
+        return response.json()["classifications"][0]["id"]
+
+    def body(self, subject_id: str, value, user: str | None = None, session: str | None = None, annotations=None) -> dict:
+        """A classification as the front end posts it."""
+        return {
             "annotations": annotations if annotations is not None else [{"task": "T0", "value": value}],
             "metadata": {"session": session or "s-" + (user or "anon")},
             "links": {"project": self.standin.project_id, "workflow": self.standin.workflow_id,
                       "subjects": [subject_id]},
-        }}
-        response = self.http.post(f"{self.standin.url}/api/classifications", json=body, headers=headers, timeout=5)
-        response.raise_for_status()
-        return response.json()["classifications"][0]["id"]
+        }

@@ -70,6 +70,7 @@ def assert_uploaded_once(standin, ids):
         assert standin.has_media(subjects[0]), f"{id_str}'s image is missing"
         assert subjects[0] in members, f"{id_str} is in no subject set"
     assert len(standin.subjects) == len(ids)
+    assert not standin.unspent(), "a fault never fired"
 
 
 # -- request ----------------------------------------------------------------------------------------
@@ -251,9 +252,10 @@ def test_overlapping_pages_and_a_5xx_count_no_classification_twice(standin, cred
     for n in range(5):
         for id_str in IDS[:3]:
             people.classify(subject[id_str], n % 2, user=f"v{n}")
-    standin.fault("GET", "/api/classifications/project", "overlap", times=9, skip=1)
+    standin.fault("GET", "/api/classifications/project", "overlap", times=3, skip=1)
     standin.fault("GET", "/api/classifications/project", "5xx", times=1, skip=2)
     deliveries = oracle.collect(2)
+    assert not standin.unspent()
     assert {d.id_str: d.counts for d in deliveries} == {i: (3, 2) for i in IDS[:3]}
     assert oracle.report()["classifications"]["counted"] == 15
     assert oracle.report()["last_classification_id"] == int(standin.classifications[-1]["id"])
@@ -337,6 +339,7 @@ def test_the_password_is_never_stored_logged_or_shown(standin, credentials, cata
     Volunteers(standin).classify(subject["g00"], 0, user="a")
     oracle.collect(2)
     oracle.close()
+    assert not standin.unspent()
     errors = []
     for password in ("wrong-" + standin.password, standin.password + "x"):
         os.environ["PANOPTES_PASSWORD"] = password
