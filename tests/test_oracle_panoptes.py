@@ -24,7 +24,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from panoptes_standin import TASK_MAP, PanoptesStandIn, Volunteers, oracle_settings, write_pool_catalog
+from panoptes_standin import FAST, TASK_MAP, PanoptesStandIn, Volunteers, oracle_settings, write_pool_catalog
 from zoobot.checks import SettingsError
 from zoobot.loop.ledger import LABELLED, REQUESTED, Ledger
 from zoobot.oracles import open_oracle, oracle_settings as make_settings
@@ -489,26 +489,35 @@ def test_a_collection_killed_midway_counts_no_vote_twice(standin, credentials, c
 # -- command line -----------------------------------------------------------------------------------------
 
 
-def test_create_instructions_reads_the_oracle_config(standin, tmp_path):
+LIVE_SCHEMA = "decals-dr5:smooth-or-featured"
+
+
+def live_catalogs(tmp_path):
+    """(catalog_dir, shard_dir, task map) of a 40-galaxy experiment whose pool (15) has no votes yet."""
     from zoobot.catalog import define_experiment, save_experiment
-    from zoobot.cli import app
-    from zoobot.loop.instructions import load_instructions
     from zoobot.schema import get_schema
     from zoobot.shards import write_shards
     from zoobot.synthetic import make_synthetic_catalog
 
-    schema = get_schema("decals-dr5:smooth-or-featured")
+    schema = get_schema(LIVE_SCHEMA)
     catalog = make_synthetic_catalog(40, tmp_path / "synthetic", size=32, channels=3, seed=3)
-    catalog.loc[catalog.index[:15], schema.answer_columns] = 0  # the pool: no votes yet
+    catalog.loc[catalog.index[:15], schema.answer_columns] = 0
     experiment = define_experiment(catalog, schema, retirement=1, seed=0)
     save_experiment(experiment, schema, tmp_path / "catalogs", {})
     write_shards(experiment.labelled, experiment.unlabelled, tmp_path / "shards", schema,
                  val_size=5, test_size=5, size=32, channels=3)
-    columns = {c.split("_", 1)[1] for c in schema.answer_columns}
-    task_map = {"schema": "decals-dr5:smooth-or-featured",
-                "tasks": {"T0": {"question": "smooth-or-featured", "answers": sorted(columns)}}}
+    answers = [c.split("_", 1)[1] for c in schema.answer_columns]
+    task_map = {"schema": LIVE_SCHEMA, "tasks": {"T0": {"question": "smooth-or-featured", "answers": answers}}}
+    return tmp_path / "catalogs", tmp_path / "shards", task_map
+
+
+def test_create_instructions_reads_the_oracle_config(standin, tmp_path):
+    from zoobot.cli import app
+    from zoobot.loop.instructions import load_instructions
+
+    catalog_dir, shard_dir, task_map = live_catalogs(tmp_path)
     config = tmp_path / "panoptes.yaml"
-    base = ["create-instructions", str(tmp_path / "catalogs"), str(tmp_path / "shards"), str(tmp_path / "e"),
+    base = ["create-instructions", str(catalog_dir), str(shard_dir), str(tmp_path / "e"),
             "--oracle", "panoptes", "--oracle-config", str(config)]
     runner = CliRunner()
     cases = {
@@ -520,6 +529,8 @@ def test_create_instructions_reads_the_oracle_config(standin, tmp_path):
         "project_id: 1\nworkflow_id: 2\ntask_map: {schema: gz2, tasks: {}}": "panoptes oracle.task_map: 'tasks' must map",
         "project_id: 1\nworkflow_id: 2\nretirement_limit: -1\ntask_map: " + json.dumps(task_map):
             "panoptes oracle.retirement_limit: expected an integer >= 1, got -1",
+        "project_id: 1\nworkflow_id: 2\ntask_map: " + json.dumps(TASK_MAP):
+            "expected a task map for the experiment's schema 'decals-dr5:smooth-or-featured', got one for 'smooth-or-featured'",
     }
     for text, message in cases.items():
         if text:
@@ -535,6 +546,45 @@ def test_create_instructions_reads_the_oracle_config(standin, tmp_path):
     plan = load_instructions(tmp_path / "e" / "instructions")
     oracle = plan.instructions.oracle
     assert oracle.kind == "panoptes" and oracle.settings["retirement_limit"] == 20
-    assert oracle.settings["catalog_path"] == str((tmp_path / "catalogs" / "unlabelled_catalog.parquet").resolve())
+    assert oracle.settings["catalog_path"] == str((catalog_dir / "unlabelled_catalog.parquet").resolve())
     assert plan.acquisition.expected_votes == 20  # BALD's N: the retirement limit
     assert standin.calls == []  # nothing logs in before there is something to upload
+
+
+@pytest.mark.slow
+def test_two_loop_iterations_with_volunteers_in_between(standin, credentials, tmp_path):
+    """Iteration 1 uploads its acquisitions; volunteers classify; iteration 2 labels them
+    (about 20 s: two training iterations; run with -m slow)."""
+    from zoobot.loop.experiment import create_experiment, plan_experiment
+    from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
+    from zoobot.loop.iteration import run_iteration
+    from zoobot.schema import get_schema
+    from zoobot.training_settings import TrainSettings
+
+    catalog_dir, shard_dir, task_map = live_catalogs(tmp_path)
+    options = {"project_id": standin.project_id, "workflow_id": standin.workflow_id, "task_map": task_map,
+               "endpoint": standin.url, "retirement_limit": 3, **FAST}
+    plan = plan_experiment(
+        catalog_dir, shard_dir, model=ModelSpec(TrainSettings(epochs=1, progress_bar=False)),
+        acquisition=AcquisitionSpec(function="random"), oracle="panoptes", oracle_options=options,
+        subjects_per_iteration=4, quick_test=True,
+    )
+    experiment = create_experiment(tmp_path / "live", plan)
+    first = run_iteration(experiment)
+    assert len(standin.subjects) == first["n_acquired"] == 4
+    people = Volunteers(standin)
+    expected = {}
+    for n, subject_id in enumerate(sorted(standin.subjects, key=int)):
+        answers = [n % 3, (n + 1) % 3, 0]
+        for user, answer in zip(("ann", "bob", "cyd"), answers):
+            people.classify(subject_id, answer, user=user)
+        expected[standin.subjects[subject_id]["metadata"]["id_str"]] = np.bincount(answers, minlength=3).tolist()
+    second = run_iteration(experiment)
+    assert second["n_labelled"] == first["n_labelled"] + 4
+    ledger = Ledger(experiment / "ledger.sqlite", get_schema(LIVE_SCHEMA).n_answers)
+    ids, votes = ledger.labelled_votes()
+    labelled = dict(zip(ids, votes.tolist()))
+    assert {i: labelled[i] for i in expected} == expected
+    assert len(ledger.ids(REQUESTED)) == 4  # iteration 2's acquisitions, uploaded and waiting
+    ledger.close()
+    assert len(standin.subjects) == 8 and len(standin.subject_sets) == 2
