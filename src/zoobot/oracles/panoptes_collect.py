@@ -1,10 +1,11 @@
 """Collecting votes from Panoptes: new classifications since a watermark, as deliveries.
 
 Classifications are read from ``/classifications/project`` with ``last_id`` = the watermark,
-page by page; each page is stored, with the new watermark, in one transaction, so a kill
-mid-collection loses nothing and a rerun reads on from the last stored page. Each one of
-our subjects is read alone against the task map (``convert.panoptes_annotations``) and
-stored as:
+page by page; each page is stored in one transaction, and the watermark moves to the highest
+id read only once every page is stored (pages need not come in id order). A kill
+mid-collection loses nothing: the rerun reads from the old watermark again, and classifications
+already stored are skipped by id. Each classification of one of our subjects is read alone
+against the task map (``convert.panoptes_annotations``) and stored as:
 
 - ``counted``: its votes count;
 - ``duplicate``: the same volunteer (user id, or session for logged-out volunteers) already
@@ -75,14 +76,14 @@ class Collector:
             "project_id": self.settings.project_id, "workflow_id": self.settings.workflow_id,
             "last_id": self.state.watermark, "page_size": self.settings.page_size,
         }
+        last = self.state.watermark
         for page in self.session.pages("/classifications/project", "classifications", params):
-            if not page:
-                continue
             with self.state.transaction():
                 for classification in sorted(page, key=lambda c: int(c["id"])):
                     self._store(classification, ours)
-                last = max(int(c["id"]) for c in page)
-                self.state.put("last_classification_id", max(last, self.state.watermark))
+            last = max([last, *(int(c["id"]) for c in page)])
+        with self.state.transaction():  # only now: the pages need not come in id order
+            self.state.put("last_classification_id", last)
 
     def _store(self, classification: dict, ours: dict[str, str]) -> None:
         db = self.state.db
@@ -186,6 +187,8 @@ class Collector:
         by_status = dict(db.execute("SELECT status, COUNT(*) FROM classifications GROUP BY status").fetchall())
         return {
             "classifications": {s: int(by_status.get(s, 0)) for s in (COUNTED, DUPLICATE, EMPTY, LATE)},
+            "votes_delivered": int(db.execute(
+                "SELECT COUNT(*) FROM classifications WHERE delivery IS NOT NULL").fetchone()[0]),
             "unknown_answers": self._n_unknown(),
             "unknown_answers_seen": self.describe_unknown(),
             "last_classification_id": self.state.watermark,

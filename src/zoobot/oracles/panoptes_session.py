@@ -132,15 +132,19 @@ class PanoptesSession:
         # at once, before its session has a timeout.
         client = module.Panoptes(endpoint=self.endpoint, username="", password="")
         client.session = _TimeoutSession(self.timeout_s)
-        try:
-            client.login(self._credentials.username, self._credentials.password)
-        except requests.RequestException as error:
-            raise TransientError(self.redact(f"cannot reach {self.endpoint} to log in: {error}")) from None
-        except (module.PanoptesAPIException, ValueError, KeyError) as error:
-            raise PanoptesError(self.redact(
-                f"Panoptes login as {self._credentials.username!r} at {self.endpoint} failed: {error}. Check "
-                "PANOPTES_USERNAME / PANOPTES_PASSWORD (or the credentials file) and the endpoint"
-            )) from None
+
+        def login():
+            try:
+                client.login(self._credentials.username, self._credentials.password)
+            except requests.RequestException as error:
+                raise TransientError(self.redact(f"cannot reach {self.endpoint} to log in: {error}")) from None
+            except (module.PanoptesAPIException, ValueError, KeyError) as error:
+                raise PanoptesError(self.redact(
+                    f"Panoptes login as {self._credentials.username!r} at {self.endpoint} failed: {error}. Check "
+                    "PANOPTES_USERNAME / PANOPTES_PASSWORD (or the credentials file) and the endpoint"
+                )) from None
+
+        self.retrying(f"logging in to {self.endpoint}", login)
         self._client = client
         return client
 
