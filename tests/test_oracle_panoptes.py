@@ -49,9 +49,10 @@ def credentials(standin, monkeypatch):
     monkeypatch.setenv("PANOPTES_PASSWORD", standin.password)
 
 
-@pytest.fixture
-def catalog(tmp_path):
-    return write_pool_catalog(tmp_path / "catalogs", IDS)
+@pytest.fixture(scope="module")
+def catalog(tmp_path_factory):
+    """A pool catalog with PNG images, shared by the tests of this module (none changes it)."""
+    return write_pool_catalog(tmp_path_factory.mktemp("pool"), IDS)
 
 
 def open_panoptes(standin, catalog, folder, **overrides):
@@ -190,7 +191,8 @@ def test_a_5xx_that_lasts_stops_the_request_and_a_rerun_finishes_it(standin, cre
     oracle.close()
 
 
-def test_unknown_galaxies_and_missing_images_are_refused_before_uploading(standin, credentials, catalog, tmp_path):
+def test_unknown_galaxies_and_missing_images_are_refused_before_uploading(standin, credentials, tmp_path):
+    catalog = write_pool_catalog(tmp_path / "catalogs", IDS)
     oracle = open_panoptes(standin, catalog, tmp_path / "exp")
     with pytest.raises(KeyError, match="no image for nope"):
         oracle.request(["g00", "nope"], 1)
@@ -328,7 +330,7 @@ def test_collect_before_any_request_does_not_log_in(standin, catalog, tmp_path, 
 # -- credentials ---------------------------------------------------------------------------------------
 
 
-def test_the_password_is_never_stored_logged_or_shown(standin, credentials, catalog, tmp_path, caplog):
+def test_the_password_is_never_stored_logged_or_shown(standin, credentials, catalog, tmp_path, caplog, monkeypatch):
     caplog.set_level("DEBUG")
     experiment = tmp_path / "exp"
     standin.fault("POST", "/api/subjects", "timeout")
@@ -341,7 +343,7 @@ def test_the_password_is_never_stored_logged_or_shown(standin, credentials, cata
     assert not standin.unspent()
     errors = []
     for password in ("wrong-" + standin.password, standin.password + "x"):
-        os.environ["PANOPTES_PASSWORD"] = password
+        monkeypatch.setenv("PANOPTES_PASSWORD", password)
         oracle = open_panoptes(standin, catalog, tmp_path / "other")
         with pytest.raises(PanoptesError) as error:
             oracle.request(IDS[:1], 1)
