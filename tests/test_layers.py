@@ -13,8 +13,9 @@ LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
      "augmentation"},
     {"catalog", "models", "losses"},
-    {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "oracles",
-     "checkpoints", "finetuning"},
+    {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "checkpoints",
+     "finetuning"},
+    {"oracles"},  # the Panoptes oracle reads votes with convert.panoptes_annotations
     {"shard_dataset", "predict", "recalibration", "pretrained"},
     {"training", "prediction_writer"},
     {"loop"},

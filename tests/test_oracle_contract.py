@@ -39,7 +39,57 @@ class SimulatedCase:
         """Volunteers answer: nothing to do, the simulated oracle reveals hidden votes."""
 
 
-CASES = {"simulated": SimulatedCase}
+class PanoptesCase:
+    """The Panoptes oracle on a local stand-in of the Panoptes API (tests/panoptes_standin.py).
+
+    Volunteers give each galaxy 4 votes (the retirement limit) plus a repeat and an empty
+    classification that must not count: two at once over HTTP, then one more each time the
+    oracle looks (time passing between collections), so votes arrive in partial deliveries.
+    """
+
+    RETIREMENT_LIMIT = 4
+
+    def __init__(self, root):
+        import weakref
+
+        from panoptes_standin import PanoptesStandIn, Volunteers, oracle_settings, write_pool_catalog
+
+        self.standin = PanoptesStandIn(hang_s=0.4)
+        weakref.finalize(self, self.standin.close)
+        self.volunteers = Volunteers(self.standin)
+        credentials = root / "panoptes_credentials.yaml"
+        credentials.write_text(f"username: {self.standin.username}\npassword: {self.standin.password}\n")
+        catalog = write_pool_catalog(root / "catalogs", IDS)
+        self.settings = oracle_settings(
+            self.standin, catalog, retirement_limit=self.RETIREMENT_LIMIT, credentials_file=str(credentials)
+        )
+        self.answered: set[str] = set()
+
+    def open(self, experiment_dir):
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        return open_oracle("panoptes", self.settings, experiment_dir, SCHEMA)
+
+    def answer(self, ids, iteration):
+        """Volunteers classify every subject of these galaxies not classified yet."""
+        import zlib
+
+        later = [[], []]
+        for subject_id in sorted(self.standin.subjects, key=int):
+            id_str = self.standin.subjects[subject_id]["metadata"].get("id_str")
+            if id_str not in ids or subject_id in self.answered:
+                continue
+            self.answered.add(subject_id)
+            votes = [(zlib.crc32(id_str.encode()) >> bit) & 1 for bit in range(self.RETIREMENT_LIMIT)]
+            self.volunteers.classify(subject_id, votes[0], user="ann")
+            self.volunteers.classify(subject_id, 1 - votes[0], user="ann")  # ann again: not counted
+            self.volunteers.classify(subject_id, votes[1], session="logged-out-1")
+            self.volunteers.classify(subject_id, None, user="bob")  # no answer: not counted
+            later[0].append((self.volunteers.body(subject_id, votes[2], user="bob"), "bob"))
+            later[1].append((self.volunteers.body(subject_id, votes[3], session="logged-out-2"), None))
+        self.standin.classify_later(later)
+
+
+CASES = {"simulated": SimulatedCase, "panoptes": PanoptesCase}
 
 
 @pytest.fixture(params=list_oracles())

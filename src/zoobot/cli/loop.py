@@ -34,7 +34,7 @@ def plan_from_options(
     expected_votes: Optional[int], epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
     precision: str, seed: int, pretrained: Optional[Path] = None, trainable_blocks: Optional[int] = None,
-    layer_decay: float = 1.0,
+    layer_decay: float = 1.0, oracle_config: Optional[Path] = None,
 ) -> Plan:
     """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
     if pretrained is not None and not Path(pretrained).is_file():
@@ -46,6 +46,8 @@ def plan_from_options(
         for name in oracle_options:
             if name not in accepted:
                 fail(f"--{name.replace('_', '-')} does not apply to --oracle {oracle}")
+        if oracle_config is not None:
+            oracle_options.update(read_oracle_config(oracle_config, oracle, accepted))
         train = TrainSettings(
             architecture=architecture, batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
             patience=patience, precision=precision, seed=seed, progress_bar=False,
@@ -72,6 +74,24 @@ def plan_from_options(
     return plan
 
 
+def read_oracle_config(path: Path, oracle: str, accepted: set[str]) -> dict:
+    """The oracle settings in a YAML or JSON file (--oracle-config); a bad file exits 1."""
+    import yaml
+
+    if not path.is_file():
+        fail(f"--oracle-config {path}: no such file")
+    try:
+        raw = yaml.safe_load(path.read_text())  # YAML reads JSON too
+    except yaml.YAMLError as error:
+        fail(f"--oracle-config {path} is not valid YAML or JSON: {error}")
+    if not isinstance(raw, dict):
+        fail(f"--oracle-config {path}: expected a mapping of --oracle {oracle} settings, got {type(raw).__name__}")
+    unknown = sorted(set(raw) - accepted)
+    if unknown:
+        fail(f"--oracle-config {path}: unknown settings {unknown} for --oracle {oracle}; expected some of {sorted(accepted)}")
+    return raw
+
+
 def create(experiment_dir: Path, plan: Plan) -> None:
     try:
         create_experiment(experiment_dir, plan)
@@ -88,6 +108,10 @@ WARM_START = typer.Option(
     help="Start each iteration from the previous iteration's model (cold: from scratch each time).",
 )
 ORACLE = typer.Option("simulated", help=f"Who answers the vote requests: {' | '.join(list_oracles())}.")
+ORACLE_CONFIG = typer.Option(
+    None, help="YAML or JSON file of the oracle's settings (e.g. --oracle panoptes: project, workflow, task map; "
+    "see docs/live.md).", show_default=False,
+)
 ARCHITECTURE = typer.Option(
     "zoobot-2019", help="zoobot-2019 (small, fast on CPU), or any timm model name (no pretrained weights)."
 )
@@ -136,6 +160,7 @@ def create_instructions_command(
     baseline: bool = BASELINE,
     warm_start: bool = WARM_START,
     oracle: str = ORACLE,
+    oracle_config: Optional[Path] = ORACLE_CONFIG,
     architecture: str = ARCHITECTURE,
     subjects_per_iteration: int = SUBJECTS,
     pool_size_per_iteration: Optional[int] = POOL_SIZE,

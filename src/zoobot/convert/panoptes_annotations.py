@@ -118,6 +118,11 @@ def parse_task_map(raw: dict, source: str = "task map") -> TaskMap:
 
 def load_task_map(path: str | Path) -> TaskMap:
     """Read a task map from ``.json``, ``.yaml`` or ``.yml``."""
+    return parse_task_map(read_task_map_file(path), source=str(path))
+
+
+def read_task_map_file(path: str | Path):
+    """The mapping in a task map file (``.json``, ``.yaml`` or ``.yml``), not yet validated."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"task map {path} does not exist")
@@ -130,7 +135,7 @@ def load_task_map(path: str | Path) -> TaskMap:
             raise ConversionError(f"task map {path}: expected a .json, .yaml or .yml file")
     except (json.JSONDecodeError, yaml.YAMLError) as error:
         raise ConversionError(f"task map {path} is not valid {path.suffix[1:].upper()}: {error}") from error
-    return parse_task_map(raw, source=str(path))
+    return raw
 
 
 class VoteTally:
@@ -233,3 +238,29 @@ class VoteTally:
             )
 
 
+
+
+@dataclass(frozen=True)
+class ClassificationVotes:
+    """What one classification says, read alone against a task map.
+
+    ``answers``: (vote,) schema answer indices; ``unknown``: (task, value) pairs the task map
+    does not know (tasks as (task, None)); ``empty``: annotations without an answer.
+    """
+
+    answers: tuple[int, ...]
+    unknown: tuple[tuple[str, str | None], ...]
+    empty: int
+
+
+def classification_votes(task_map: TaskMap, annotations) -> ClassificationVotes:
+    """Read one classification's ``annotations`` (a list of ``{"task", "value"}``) with a
+    :class:`VoteTally` of its own, as a live oracle does when classifications arrive one by one."""
+    tally = VoteTally(task_map)
+    if not isinstance(annotations, list):
+        return ClassificationVotes((), (("?", repr(annotations)[:80]),), 0)
+    for annotation in annotations:
+        tally.add(None, annotation)
+    unknown = [(task, None) for task, n in tally.unknown_tasks.items() for _ in range(n)]
+    unknown += [pair for pair, n in tally.unknown_answers.items() for _ in range(n)]
+    return ClassificationVotes(tuple(tally.answers), tuple(unknown), tally.empty)
