@@ -34,6 +34,6 @@ def make_web_experiment(catalogs: tuple[Path, Path], experiment_dir: Path, votes
     plan = plan_experiment(
         catalog_dir, shard_dir, model=ModelSpec(TrainSettings(epochs=1, batch_size=8, progress_bar=False)),
         acquisition=AcquisitionSpec(n_samples=2), oracle="web", oracle_options={"votes_needed": votes_needed},
-        subjects_per_iteration=subjects_per_iteration, seed=3,
+        subjects_per_iteration=subjects_per_iteration, seed=3, quick_test=True,
     )
     return create_experiment(experiment_dir, plan)
