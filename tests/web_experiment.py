@@ -14,9 +14,10 @@ SCHEMA = get_schema("decals-dr5:smooth-or-featured,disk-edge-on,has-spiral-arms"
 N_LABELLED, N_POOL, N_VAL, N_TEST = 30, 30, 6, 6
 
 
-def make_catalogs(root: Path) -> tuple[Path, Path]:
-    """(catalog_dir, shard_dir): N_LABELLED galaxies with votes, N_POOL without (the pool)."""
-    catalog = make_synthetic_catalog(N_LABELLED + N_POOL, root / "synthetic", size=32, channels=3, seed=7)
+def make_catalogs(root: Path, image_size: int = 32) -> tuple[Path, Path]:
+    """(catalog_dir, shard_dir): N_LABELLED galaxies with votes, N_POOL without (the pool); the
+    catalog's images are ``image_size`` px, the shards 32 px."""
+    catalog = make_synthetic_catalog(N_LABELLED + N_POOL, root / "synthetic", size=image_size, channels=3, seed=7)
     catalog.loc[catalog.index[N_LABELLED:], SCHEMA.answer_columns] = 0  # nobody has voted on the pool yet
     experiment = define_experiment(catalog, SCHEMA, retirement=1, seed=0)
     save_experiment(experiment, SCHEMA, root / "catalogs", {})

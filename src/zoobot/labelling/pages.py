@@ -9,7 +9,7 @@ STYLE = """
         --accent:#58a6ff; --good:#3fb950; }
 * { box-sizing: border-box; }
 body { margin:0; background:var(--bg); color:var(--text);
-       font:16px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+       font:16px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", "Liberation Sans", Arial, sans-serif; }
 header { display:flex; align-items:center; gap:1.5rem; padding:.7rem 1.5rem;
          border-bottom:1px solid var(--line); background:var(--panel); }
 header .brand { font-weight:700; letter-spacing:.02em; }
