@@ -135,7 +135,7 @@ def test_cli_run_says_what_it_waits_for_and_status_shows_the_ledger(catalogs, tm
     assert waits.exit_code == 0
     status = runner.invoke(app, ["status", str(experiment)])
     assert status.exit_code == 0, status.output
-    assert "oracle web (live), 1 iterations complete, next 2 (in progress)" in status.output
+    assert "oracle web (live), 1 iteration complete, next 2 (started)" in status.output
     assert "galaxies: 18 labelled, 4 requested, 26 unlabelled" in status.output
     assert "requested in iteration 1: 4 galaxies, 0 labelled, 4 waiting (3 with 0 votes, 1 with 1 vote)" in status.output
     assert f"{requested[0]}  iteration 1  1 votes" in status.output

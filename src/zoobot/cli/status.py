@@ -50,8 +50,8 @@ def describe(status: dict) -> list[str]:
     galaxies = status["galaxies"]
     lines = [
         f"{status['experiment']}: oracle {status['oracle']}{' (live)' if status['live'] else ''}, "
-        f"{status['iterations_complete']} iterations complete, next {status['next_iteration']}"
-        f"{' (in progress)' if status['in_progress'] else ''}",
+        f"{status['iterations_complete']} iteration{'' if status['iterations_complete'] == 1 else 's'} complete, "
+        f"next {status['next_iteration']}{' (started)' if status['in_progress'] else ''}",
         "galaxies: " + ", ".join(f"{galaxies[state]} {state}" for state in ("labelled", REQUESTED, "unlabelled")),
     ]
     needed = status["votes_needed"]
