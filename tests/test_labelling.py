@@ -100,6 +100,7 @@ def test_one_vote_per_person_per_galaxy(page):
     galaxy = requested[0]
     assert ada.post("/label", data={"galaxy": galaxy, "a": [ARTIFACT]}).status_code == 303
     assert_clean_error(ada.post("/label", data={"galaxy": galaxy, "a": [SMOOTH]}), 409)
+    assert_clean_error(ada.post("/label", data={"galaxy": galaxy, "a": [FEATURED]}), 409)  # not even a step
     assert_clean_error(ada.get(f"/label?galaxy={galaxy}"), 409)
     assert galaxy not in ada.get("/label").text  # ada is shown another galaxy
     assert galaxy in ben.get("/label").text  # the galaxy closest to complete comes first for ben

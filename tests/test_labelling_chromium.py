@@ -20,7 +20,6 @@ from zoobot.loop.iteration import run_iteration
 from zoobot.loop.ledger import LABELLED, Ledger
 
 CHROMIUM = os.environ.get("ZOOBOT_CHROMIUM", "/usr/bin/chromium")
-os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 
 
 @pytest.fixture

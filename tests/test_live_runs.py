@@ -155,3 +155,17 @@ def test_status_does_not_load_pytorch(catalogs, tmp_path):
     output = subprocess.run([sys.executable, "-c", code, str(experiment)], capture_output=True, text=True, check=True)
     assert "loaded: []" in output.stdout, output.stdout + output.stderr
     assert "oracle web (live)" in output.stdout
+
+
+def test_votes_needed_is_checked_and_only_for_the_web_oracle(catalogs, tmp_path):
+    base = ["create-instructions", str(catalogs[0]), str(catalogs[1]), str(tmp_path / "e")]
+    result = CliRunner().invoke(app, base + ["--oracle", "web", "--votes-needed", "0"])
+    assert result.exit_code == 1 and "web oracle.votes_needed: expected an integer >= 1, got 0" in result.output
+    result = CliRunner().invoke(app, base + ["--oracle", "web", "--reveal-votes", "3"])
+    assert result.exit_code == 1 and "--reveal-votes does not apply to --oracle web" in result.output
+    assert not (tmp_path / "e").exists()
+    result = CliRunner().invoke(app, base + ["--oracle", "web", "--votes-needed", "5"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "e" / "instructions" / "instructions.json").read_text())["oracle"]
+    acquisition = json.loads((tmp_path / "e" / "instructions" / "acquisition_spec.json").read_text())
+    assert saved == {"kind": "web", "settings": {"votes_needed": 5}} and acquisition["expected_votes"] == 5

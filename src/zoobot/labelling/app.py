@@ -196,6 +196,8 @@ def create_app(oracle: WebOracle, images: GalaxyImages | None) -> Flask:
             abort(400, "no labeller name: choose one at /name first")
         form_fields({"galaxy", "a"})
         galaxy = galaxy_field(request.form.get("galaxy"))
+        if oracle.has_voted(galaxy, who):
+            abort(409, f"{who} already classified galaxy {galaxy}; one vote per person counts")
         answers = request.form.getlist("a")
         if not answers or len(answers) > schema.n_questions:
             abort(400, f"expected 1 to {schema.n_questions} answers, got {len(answers)}")
