@@ -19,7 +19,7 @@ LAYERS = [
     {"shard_dataset", "predict", "recalibration", "pretrained"},
     {"training", "prediction_writer"},
     {"loop"},
-    {"reports", "html_report"},
+    {"reports", "html_report", "labelling"},
     {"cli"},
 ]
 LAYER = {unit: n for n, units in enumerate(LAYERS) for unit in units}

@@ -186,6 +186,11 @@ def test_create_instructions_needs_a_simulation(simulation, tmp_path):
     assert result.exit_code == 1
     assert "simulation-size" in result.output
     result = CliRunner().invoke(
+        app, ["create-instructions", str(simulation[0]), str(shard_dir), str(tmp_path / "e"), "--oracle", "no-such-kind"],
+    )
+    assert result.exit_code == 1
+    assert "oracle.kind: expected one of ['panoptes', 'simulated', 'web'], got 'no-such-kind'" in result.output
+    result = CliRunner().invoke(
         app, ["create-instructions", str(simulation[0]), str(shard_dir), str(tmp_path / "e"), "--oracle", "panoptes"],
     )
     assert result.exit_code == 1
@@ -225,7 +230,7 @@ def test_create_instructions_refuses_a_bad_plan_before_writing(simulation, tmp_p
         ("--n-samples", "0"): "AcquisitionSpec.n_samples: expected an integer >= 1, got 0",
         ("--expected-votes", "0"): "AcquisitionSpec.expected_votes: expected an integer >= 1, got 0",
         ("--selection", "nope"): "AcquisitionSpec.selection: expected one of",
-        ("--oracle", "simulatd"): "oracle.kind: expected one of ['panoptes', 'simulated'], got 'simulatd' (did you mean 'simulated'?)",
+        ("--oracle", "simulatd"): "got 'simulatd' (did you mean 'simulated'?)",
         ("--delay", "-2"): "simulated oracle.delay: expected an integer >= 0, got -2",
         ("--subjects-per-iteration", "0"): "Instructions.subjects_per_iteration: expected an integer >= 1, got 0",
         ("--pretrained", "no_such_encoder.safetensors"): "--pretrained: no_such_encoder.safetensors does not exist",

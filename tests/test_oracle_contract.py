@@ -89,7 +89,44 @@ class PanoptesCase:
         self.standin.classify_later(later)
 
 
-CASES = {"simulated": SimulatedCase, "panoptes": PanoptesCase}
+class WebCase:
+    """People classify on the labelling page: each requested galaxy gets ``votes_needed`` votes,
+    each posted through the app's routes (name form, then one POST per question) as a browser does."""
+
+    LABELLERS = ("ada", "ben", "cy")
+
+    def __init__(self, root):
+        self.settings = {"votes_needed": len(self.LABELLERS)}
+        self.opened = []  # (oracle, {labeller: test client}) of every oracle opened by a test
+
+    def open(self, experiment_dir):
+        from zoobot.labelling.app import create_app
+
+        experiment_dir.mkdir(parents=True, exist_ok=True)
+        oracle = open_oracle("web", self.settings, experiment_dir, SCHEMA)
+        app = create_app(oracle, images=None)
+        clients = {}
+        for name in self.LABELLERS:
+            clients[name] = app.test_client()
+            assert clients[name].post("/name", data={"name": name}).status_code == 303
+        self.opened.append((oracle, clients))
+        return oracle
+
+    def answer(self, ids, iteration):
+        """Each labeller classifies each galaxy wherever it is requested and not yet classified."""
+        import zlib
+
+        for oracle, clients in self.opened:
+            for name, client in clients.items():
+                for id_str in ids:
+                    if not oracle.is_requested(id_str) or oracle.has_voted(id_str, name):
+                        continue
+                    column = SCHEMA.answer_columns[(zlib.crc32(id_str.encode()) + len(name)) % 3 == 0]
+                    response = client.post("/label", data={"galaxy": id_str, "a": [column]})
+                    assert response.status_code == 303, response.text
+
+
+CASES = {"simulated": SimulatedCase, "panoptes": PanoptesCase, "web": WebCase}
 
 
 @pytest.fixture(params=list_oracles())

@@ -1,8 +1,10 @@
-"""Active-learning commands: create-instructions, run-iteration, run, simulate."""
+"""Active-learning commands: create-instructions, run-iteration, run, simulate, status."""
 
 import json
 import logging
+import re
 import warnings
+from datetime import timedelta
 from dataclasses import fields
 from pathlib import Path
 from typing import Optional
@@ -34,12 +36,13 @@ def plan_from_options(
     expected_votes: Optional[int], epochs: int, learning_rate: float, batch_size: int, patience: int, acquisition: str,
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
     precision: str, seed: int, pretrained: Optional[Path] = None, trainable_blocks: Optional[int] = None,
-    layer_decay: float = 1.0, oracle_config: Optional[Path] = None,
+    layer_decay: float = 1.0, oracle_config: Optional[Path] = None, votes_needed: Optional[int] = None,
 ) -> Plan:
     """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
     if pretrained is not None and not Path(pretrained).is_file():
         fail(f"--pretrained: {pretrained} does not exist; give a zoobot checkpoint or a .safetensors/.pth weights file")
-    given = {"reveal_votes": reveal_votes, "delay": delay, "duplicate_rate": duplicate_rate}
+    given = {"reveal_votes": reveal_votes, "delay": delay, "duplicate_rate": duplicate_rate,
+             "votes_needed": votes_needed}
     oracle_options = {name: value for name, value in given.items() if value is not None}
     try:
         accepted = {f.name for f in fields(oracle_class(oracle).Settings)}
@@ -141,6 +144,7 @@ SELECTION = typer.Option(
 REVEAL_VOTES = typer.Option(None, help="Simulated oracle: reveal only this many votes per galaxy.")
 DELAY = typer.Option(None, help="Simulated oracle: votes arrive this many iterations late (default 0).")
 DUPLICATE_RATE = typer.Option(None, help="Simulated oracle: fraction of deliveries handed over twice (default 0).")
+VOTES_NEEDED = typer.Option(None, help="Web oracle: people who must classify a galaxy before it counts (default 3).")
 PRECISION = typer.Option("32-true", help="Training precision, e.g. bf16-mixed.")
 SEED = typer.Option(42, help="Seed of training, acquisition ties and the simulated oracle.")
 
@@ -178,6 +182,7 @@ def create_instructions_command(
     reveal_votes: Optional[int] = REVEAL_VOTES,
     delay: Optional[int] = DELAY,
     duplicate_rate: Optional[float] = DUPLICATE_RATE,
+    votes_needed: Optional[int] = VOTES_NEEDED,
     precision: str = PRECISION,
     seed: int = SEED,
     old_catalog_dir: Optional[Path] = old_spelling("--catalog-dir"),
@@ -198,16 +203,22 @@ def create_instructions_command(
     create(experiment_dir, plan_from_options(catalog_dir, shard_dir, **options))
 
 
-def _run_one(experiment_dir: Path, epochs: Optional[int], learning_rate: Optional[float]) -> dict:
-    from zoobot.loop.iteration import run_iteration
+def _run_one(
+    experiment_dir: Path, epochs: Optional[int], learning_rate: Optional[float], deadline: Optional[timedelta] = None
+) -> Optional[dict]:
+    """The iteration's metrics; None when a live experiment waits for votes (said in the log)."""
+    from zoobot.loop.iteration import Waiting, run_iteration
 
     quiet_lightning()
     try:
-        metrics = run_iteration(experiment_dir, epochs=epochs, learning_rate=learning_rate)
+        metrics = run_iteration(experiment_dir, epochs=epochs, learning_rate=learning_rate, deadline=deadline)
     except (FileNotFoundError, ValueError, RuntimeError) as error:
         fail(str(error))
     except KeyError as error:
         fail(str(error.args[0]))
+    if isinstance(metrics, Waiting):
+        logger.info("%s", metrics.describe())
+        return None
     summary = {k: metrics.get(k) for k in ("iteration", "n_labelled", "votes_used", "test_loss", "test_mae", "n_acquired")}
     logger.info("%s", json.dumps(summary))
     return metrics
@@ -231,16 +242,43 @@ def run_iteration_command(
     _run_one(experiment_dir, epochs, learning_rate)
 
 
+DURATION = re.compile(r"(?:\d+[smhd])+")
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    """'24h', '90m', '2d', '1d12h' -> timedelta (whole numbers of s, m, h, d, largest first or not)."""
+    if not DURATION.fullmatch(text.strip()):
+        raise ValueError(f"expected a duration such as 24h, 90m, 2d or 1d12h (units s, m, h, d), got {text!r}")
+    parts = re.findall(r"(\d+)([smhd])", text)
+    return sum((timedelta(**{DURATION_UNITS[unit]: int(n)}) for n, unit in parts), timedelta())
+
+
 @app.command("run")
 def run_command(
     experiment_dir: Path = typer.Argument(..., help="An experiment made by create-instructions or simulate."),
     iterations: int = typer.Option(1, help="How many iterations to run."),
     epochs: Optional[int] = typer.Option(None, help="Override the plan's epochs for these iterations."),
     learning_rate: Optional[float] = typer.Option(None, help="Override the plan's learning rate for these iterations."),
+    deadline: Optional[str] = typer.Option(
+        None, help="Live oracles: train once this long has passed since the previous request even if its "
+        "galaxies are incomplete: 24h, 90m, 2d, 1d12h. Default: wait until they are complete.",
+        show_default=False,
+    ),
 ) -> None:
-    """Run the next iteration(s), finishing an interrupted one first."""
+    """Run the next iteration(s), finishing an interrupted one first.
+
+    With a live oracle (web, Panoptes) each call collects the votes that arrived; it trains and
+    acquires only when the previous iteration's galaxies are complete or --deadline has passed,
+    and otherwise exits 0 saying what it waits for. Call it hourly from cron.
+    """
+    try:
+        waited = None if deadline is None else parse_duration(deadline)
+    except ValueError as error:
+        fail(f"--deadline: {error}")
     for _ in range(iterations):
-        _run_one(experiment_dir, epochs, learning_rate)
+        if _run_one(experiment_dir, epochs, learning_rate, waited) is None:
+            break
 
 
 @app.command("simulate")

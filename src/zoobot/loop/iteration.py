@@ -12,7 +12,9 @@ An experiment folder holds::
 Iteration n runs these steps; each writes its result atomically into the partial folder, and a
 rerun skips the steps whose results exist:
 
-1. collect votes from the oracle and record them in the ledger (idempotent by delivery id);
+1. collect votes from the oracle and record them in the ledger (idempotent by delivery id); with a
+   live oracle (people answer), go on only when the previous iteration's galaxies are complete or
+   its deadline has passed, else return ``Waiting`` (collect again on the next call);
 2. train on every labelled galaxy, warm-started from iteration n-1 if asked;
 3. evaluate on the fixed eval split;
 4. score the pool with MC dropout, streaming, keeping only the top galaxies;
@@ -31,6 +33,7 @@ import shutil
 import time
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +46,7 @@ from zoobot.files import atomic_path, write_json_atomic
 from zoobot.loop.experiment import experiment_identity
 from zoobot.loop.instructions import Plan, load_instructions
 from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, TEST_PREDICTIONS, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
-from zoobot.loop.ledger import UNLABELLED, Ledger
+from zoobot.loop.ledger import REQUESTED, UNLABELLED, Ledger, votes_per_galaxy
 from zoobot.oracles import Oracle, open_oracle
 from zoobot.metrics import evaluate_predictions
 from zoobot.predict import predict_all, predict_batches
@@ -70,13 +73,40 @@ class IterationContext:
     learning_rate: float | None = None
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A live iteration that waits for votes: collected, but nothing trained or requested yet."""
+
+    iteration: int
+    n_requested: int  # galaxies requested by the previous iteration
+    n_pending: int  # of those, still without complete votes
+    votes_so_far: int  # classifications received for the pending ones
+    votes_needed: int | None  # per galaxy, when the oracle says
+    requested_at: str  # ISO UTC
+    deadline_at: str | None  # ISO UTC; None: no deadline, wait until complete
+
+    def describe(self) -> str:
+        needed = f" of {self.votes_needed * self.n_pending} needed" if self.votes_needed else ""
+        until = f"until {self.deadline_at} (the deadline)" if self.deadline_at else "with no deadline"
+        return (
+            f"iteration {self.iteration} waits for votes: {self.n_pending} of the {self.n_requested} galaxies "
+            f"requested at {self.requested_at} are incomplete ({self.votes_so_far} votes so far{needed}); "
+            f"waiting {until}. Run `zoobot run` again later (e.g. hourly from cron)"
+        )
+
+
 def run_iteration(
     experiment_dir: Path,
     iteration: int | None = None,
     epochs: int | None = None,
     learning_rate: float | None = None,
-) -> dict:
-    """Run (or finish) one iteration and return its metrics."""
+    deadline: timedelta | None = None,
+) -> dict | Waiting:
+    """Run (or finish) one iteration and return its metrics.
+
+    With a live oracle, ``Waiting`` when the previous iteration's galaxies are incomplete and
+    ``deadline`` (counted from that request; None: never) has not passed.
+    """
     experiment_dir = Path(experiment_dir)
     plan = load_instructions(experiment_dir / INSTRUCTIONS_DIR)
     expected = next_iteration(experiment_dir)
@@ -96,7 +126,10 @@ def run_iteration(
         context = IterationContext(
             experiment_dir, iteration, work, plan, schema, reader, ledger, oracle, epochs, learning_rate
         )
-        return _finish_iteration(context, _collect(context))
+        collected = _collect(context, deadline)
+        if isinstance(collected, Waiting):
+            return collected
+        return _finish_iteration(context, collected)
 
 
 @contextmanager
@@ -112,21 +145,61 @@ def _exclusive(experiment_dir: Path):
         yield
 
 
-def _collect(context: IterationContext) -> dict:
-    """Step 1: record the oracle's deliveries; after a crash, the recorded state is reused."""
+def _collect(context: IterationContext, deadline: timedelta | None = None) -> dict | Waiting:
+    """Step 1: record the oracle's deliveries; after a crash, the recorded state is reused.
+
+    A live oracle's iteration waits (nothing written but the ledger's new votes) until the gate opens.
+    """
     path = context.work / "collected.json"
     if path.exists():
         return json.loads(path.read_text())
     iteration, ledger = context.iteration, context.ledger
-    ledger.record(context.oracle.collect(iteration), iteration)
+    deliveries = context.oracle.collect(iteration)
+    ledger.note_collection(iteration, len(deliveries), ledger.record(deliveries, iteration))
+    gate = {}
+    if getattr(context.oracle, "live", False):
+        waiting = _waiting_for_votes(context, deadline)
+        if isinstance(waiting, Waiting):
+            return waiting
+        gate = {"live_gate": waiting}
     metrics = {
         "iteration": iteration,
         "deliveries_collected": ledger.n_collected_in(iteration),
         "n_pending": ledger.n_pending_before(iteration),
+        **gate,
     }
     write_json_atomic(path, metrics)
     logger.info("iteration %d: step collect done (%d deliveries)", iteration, metrics["deliveries_collected"])
     return metrics
+
+
+def _waiting_for_votes(context: IterationContext, deadline: timedelta | None) -> Waiting | str:
+    """Waiting, or why the gate is open: "nothing requested", "complete" or "deadline"."""
+    previous = context.iteration - 1
+    requested = context.ledger.requested_in(previous) if previous >= 1 else []
+    if not requested:
+        return "nothing requested"
+    pending = sorted(set(requested) & set(context.ledger.ids(REQUESTED)))
+    if not pending:
+        return "complete"
+    final_state = iteration_dir(context.experiment_dir, previous) / FINAL_STATE
+    requested_at = json.loads(final_state.read_text()).get("requested_at")
+    if requested_at is None:  # iterations made before the request time was recorded
+        requested_at = datetime.fromtimestamp(final_state.stat().st_mtime, timezone.utc).isoformat(timespec="seconds")
+    deadline_at = None if deadline is None else datetime.fromisoformat(requested_at) + deadline
+    if deadline_at is not None and datetime.now(timezone.utc) >= deadline_at:
+        logger.info(
+            "iteration %d: the deadline passed with %d of %d requested galaxies incomplete; they stay requested",
+            context.iteration, len(pending), len(requested),
+        )
+        return "deadline"
+    votes = votes_per_galaxy(context.ledger.summed_votes(pending), context.schema.answer_groups)
+    votes_needed = getattr(context.oracle.settings, "votes_per_galaxy", lambda: None)()
+    return Waiting(
+        iteration=context.iteration, n_requested=len(requested), n_pending=len(pending),
+        votes_so_far=int(votes.sum()), votes_needed=votes_needed, requested_at=requested_at,
+        deadline_at=None if deadline_at is None else deadline_at.isoformat(timespec="seconds"),
+    )
 
 
 def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
@@ -155,7 +228,11 @@ def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
 
     metrics["identity"] = experiment_identity(context.plan, context.reader)
     write_json_atomic(context.work / "metrics.json", metrics)
-    write_json_atomic(context.work / FINAL_STATE, {"iteration": iteration, "ledger": context.ledger.counts()})
+    requested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_json_atomic(
+        context.work / FINAL_STATE,
+        {"iteration": iteration, "ledger": context.ledger.counts(), "requested_at": requested_at},
+    )
     os.replace(context.work, iteration_dir(context.experiment_dir, iteration))
     write_metrics_table(context.experiment_dir)
     logger.info("iteration %d: complete", iteration)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +34,22 @@ CREATE TABLE IF NOT EXISTS deliveries (
     iteration_collected INTEGER NOT NULL,
     counts TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS collections (
+    iteration INTEGER NOT NULL,
+    collected_at TEXT NOT NULL,
+    n_handed_over INTEGER NOT NULL,
+    n_new INTEGER NOT NULL
+);
 CREATE INDEX IF NOT EXISTS galaxies_by_state ON galaxies(state);
 CREATE INDEX IF NOT EXISTS deliveries_by_galaxy ON deliveries(id_str);
 """
+
+
+def votes_per_galaxy(counts: np.ndarray, answer_groups: Sequence[tuple[int, int]]) -> np.ndarray:
+    """(galaxy,) classifications behind summed counts (galaxy, n_answers): each galaxy's most-answered
+    question (the root of its tree)."""
+    per_question = [counts[:, start:stop].sum(axis=1) for start, stop in answer_groups]
+    return np.max(per_question, axis=0) if len(counts) else np.zeros(0, dtype=np.int64)
 
 
 class LedgerError(ValueError):
@@ -125,6 +139,34 @@ class Ledger:
                         (LABELLED, iteration, delivery.id_str),
                     )
             return new
+
+    def note_collection(self, iteration: int, n_handed_over: int, n_new: int) -> None:
+        """Remember that the loop collected from the oracle now (``zoobot status`` shows the last)."""
+        collected_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        with self._transaction():
+            self._db.execute("INSERT INTO collections VALUES (?, ?, ?, ?)", (iteration, collected_at, n_handed_over, n_new))
+
+    def last_collection(self) -> dict | None:
+        """{iteration, collected_at (ISO UTC), n_handed_over, n_new} of the latest collection; None if none."""
+        row = self._db.execute("SELECT * FROM collections ORDER BY rowid DESC LIMIT 1").fetchone()
+        return None if row is None else dict(zip(("iteration", "collected_at", "n_handed_over", "n_new"), row))
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """(id_str, state, iteration_acquired) of every galaxy ever requested, by iteration then id."""
+        query = "SELECT id_str, state, iteration_acquired FROM galaxies WHERE iteration_acquired IS NOT NULL"
+        return self._db.execute(query + " ORDER BY iteration_acquired, id_str").fetchall()
+
+    def summed_votes(self, ids: Sequence[str]) -> np.ndarray:
+        """(galaxy, n_answers) every recorded vote of these galaxies, labelled or not, in ``ids`` order."""
+        index = {str(i): n for n, i in enumerate(ids)}
+        votes = np.zeros((len(index), self.n_answers), dtype=np.int64)
+        unique = list(index)
+        for start in range(0, len(unique), 900):
+            chunk = unique[start : start + 900]
+            query = f"SELECT id_str, counts FROM deliveries WHERE id_str IN ({','.join('?' * len(chunk))})"
+            for id_str, counts in self._db.execute(query, chunk):
+                votes[index[id_str]] += json.loads(counts)
+        return votes
 
     def _states(self, ids: Sequence[str]) -> dict[str, str]:
         states: dict[str, str] = {}

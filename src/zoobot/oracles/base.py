@@ -11,6 +11,8 @@
   needs no more votes. Until a complete delivery arrives the galaxy stays ``requested``.
 - ``close()``: release files and connections; everything requested or handed over persists, and
   an oracle opened again on the same experiment carries on where it stopped.
+- ``live``: True when people answer (votes come hours or days later): ``zoobot run`` then trains
+  and acquires only once the previous iteration's galaxies are complete or its deadline passed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Delivery:
 
 
 class Oracle(Protocol):
+    live: bool  # people answer: the loop waits for their votes
+
     def request(self, ids: Sequence[str], iteration: int) -> None: ...
 
     def collect(self, iteration: int) -> list[Delivery]: ...

@@ -72,6 +72,7 @@ class SimulatedOracle:
     """Answers requests from hidden votes; requests persist in EXPERIMENT/oracle_state.sqlite."""
 
     Settings = SimulatedOracleSettings
+    live = False
 
     def __init__(self, settings: SimulatedOracleSettings, experiment_dir: str | Path, schema: Schema):
         self.settings = settings
