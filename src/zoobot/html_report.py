@@ -323,7 +323,7 @@ def learning_curves_figure(runs: Sequence[Run]) -> str:
 
 
 def savings_figure(estimates: list[tuple[Comparison, dict[str, SavingsEstimate | str]]]) -> str:
-    """One panel per label axis: each pair's median saving (dots), the mean and its 90% interval."""
+    """One panel per label axis: each pair's saving (dots), the mean and its 90% interval."""
     plt = _pyplot()
     from matplotlib.ticker import PercentFormatter
 
@@ -347,14 +347,14 @@ def savings_figure(estimates: list[tuple[Comparison, dict[str, SavingsEstimate |
                 panel.text(0, y, "no matched points" if not isinstance(result, str) else "not recorded",
                            ha="center", va="center", color="0.4", fontsize=9)
                 continue
-            medians = [p.median for p in result.pairs if p.median is not None]
-            jitter = np.linspace(-0.12, 0.12, len(medians)) if len(medians) > 1 else [0.0]
-            panel.scatter(medians, y + np.asarray(jitter), s=22, color=colour[comparison.active], alpha=0.6,
-                          label=once("one paired seed (its median saving)"), zorder=3)
+            savings = [p.saving for p in result.pairs if p.saving is not None]
+            jitter = np.linspace(-0.12, 0.12, len(savings)) if len(savings) > 1 else [0.0]
+            panel.scatter(savings, y + np.asarray(jitter), s=22, color=colour[comparison.active], alpha=0.6,
+                          label=once("one paired seed"), zorder=3)
             if result.interval is not None:
                 low, high = result.interval
                 panel.plot([low, high], [y, y], color="black", lw=2, zorder=2,
-                           label=once(f"{INTERVAL:.0%} bootstrap interval of the mean"))
+                           label=once(f"{INTERVAL:.0%} interval of the mean (Student t)"))
             panel.scatter([result.estimate], [y], marker="D", s=60, color="black", zorder=4,
                           label=once("mean over paired seeds"))
         panel.set_yticks(range(n), [f"{c.active}\nvs {c.baseline}" for c, _ in reversed(estimates)])
@@ -787,7 +787,7 @@ def _savings_json(result: SavingsEstimate | str) -> dict:
         "loss_gap": result.loss_gap, "loss_gap_interval": result.loss_gap_interval, "n_pairs": result.n_pairs,
         "n_pairs_unmatched": result.n_pairs_unmatched, "n_matched": result.n_matched, "n_below": result.n_below,
         "n_above": result.n_above, "n_shared_start": result.n_shared_start, "verdict": result.verdict,
-        "pair_medians": [p.median for p in result.pairs], "pair_loss_gaps": [p.loss_gap for p in result.pairs],
+        "pair_savings": [p.saving for p in result.pairs], "pair_loss_gaps": [p.loss_gap for p in result.pairs],
     }
 
 
