@@ -11,15 +11,17 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "zoobot"
 
 LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
-     "augmentation"},
+     "augmentation", "allocator"},
     {"catalog", "models", "losses"},
     {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "oracles",
      "checkpoints"},
     {"shard_dataset", "predict"},
     {"training", "prediction_writer"},
+    {"pool_scoring"},
     {"loop"},
     {"reports", "html_report"},
     {"cli"},
+    {"__main__"},
 ]
 LAYER = {unit: n for n, units in enumerate(LAYERS) for unit in units}
 

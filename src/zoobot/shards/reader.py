@@ -94,6 +94,10 @@ class ShardReader:
         """id_str of one split, in writing order (object array of str)."""
         return self._ids[self.split_positions(split)]
 
+    def ids_at(self, positions) -> np.ndarray:
+        """id_str (B,) of manifest positions, as a str array."""
+        return self._ids[self._check_positions(positions)].astype(str)
+
     def positions(self, ids: Iterable[str]) -> np.ndarray:
         """Manifest positions of these ids; KeyError naming the ids that are not in the shards."""
         if isinstance(ids, str):
@@ -108,10 +112,20 @@ class ShardReader:
             )
         return positions.astype(np.int64)
 
-    def images(self, positions) -> np.ndarray:
-        """(B, C, H, W) uint8 for manifest positions, gathered shard by shard."""
+    def images(self, positions, out: np.ndarray | None = None) -> np.ndarray:
+        """(B, C, H, W) uint8 for manifest positions, gathered shard by shard.
+
+        ``out``: an array to fill (at least B rows of (C, H, W) uint8); its first B rows are
+        returned. Without it, a new array.
+        """
         positions = self._check_positions(positions)
-        out = np.empty((len(positions), self.channels, self.size, self.size), dtype=np.uint8)
+        shape = (len(positions), self.channels, self.size, self.size)
+        if out is None:
+            out = np.empty(shape, dtype=np.uint8)
+        elif out.dtype != np.uint8 or out.shape[1:] != shape[1:] or len(out) < len(positions):
+            raise ValueError(f"out: expected uint8 of shape (>= {shape[0]}, *{shape[1:]}), got {out.dtype} {out.shape}")
+        else:
+            out = out[: len(positions)]
         if len(positions) == 0:
             return out
         codes = self._shard_code[positions]  # (B,)
@@ -139,17 +153,26 @@ class ShardReader:
         """(B, n_answers) int64 vote counts, columns in ``vote_columns`` order."""
         return self._votes[self._check_positions(positions)]
 
-    def iter_batches(self, split_or_positions, batch_size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream (ids (B,), images (B, C, H, W)) in order, by split name or manifest positions."""
+    def iter_batches(
+        self, split_or_positions, batch_size: int, reuse_buffer: bool = False
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (ids (B,), images (B, C, H, W)) in order, by split name or manifest positions.
+
+        ``reuse_buffer``: every batch is read into the same array, so a batch is valid only until
+        the next one is asked for (for consumers that use each batch at once, like prediction).
+        """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if isinstance(split_or_positions, str):
             positions = self.split_positions(split_or_positions)
         else:
             positions = self._check_positions(split_or_positions)
+        buffer = None
+        if reuse_buffer:
+            buffer = np.empty((min(batch_size, len(positions)), self.channels, self.size, self.size), dtype=np.uint8)
         for start in range(0, len(positions), batch_size):
             batch = positions[start : start + batch_size]
-            yield self._ids[batch], self.images(batch)
+            yield self._ids[batch], self.images(batch, out=buffer)
 
     def verify(self) -> None:
         """Recompute the sha256 of the manifest and every shard; ShardError naming any mismatch."""
