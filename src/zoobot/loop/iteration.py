@@ -46,7 +46,8 @@ from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, TEST_PREDICTIONS, 
 from zoobot.loop.ledger import UNLABELLED, Ledger
 from zoobot.oracles import Oracle, open_oracle
 from zoobot.metrics import evaluate_predictions
-from zoobot.predict import predict_all, predict_batches
+from zoobot.pool_scoring import ScoringJob, score_shards
+from zoobot.predict import predict_all
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
 from zoobot.training import train_model
@@ -251,13 +252,10 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     score = acquisition.get_acquisition(spec.function)
     if spec.function == "random":
         batches = ((np.asarray(candidates), None),)
+        acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
+        chosen = selector.result()
     else:
-        batches = predict_batches(
-            model, reader, ids=candidates, n_samples=spec.n_samples,
-            batch_size=spec.batch_size, precision=spec.precision,
-        )
-    acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
-    chosen = selector.result()
+        chosen = _score_pool(context, model, reader.positions(candidates), n_acquire)
     acquired = [str(i) for i in chosen.ids]
     _, predictions = predict_all(  # the acquired galaxies' predicted fractions, for reports
         model, reader, ids=acquired, n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
@@ -271,6 +269,21 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     with atomic_path(acquired_path) as tmp:
         table.to_csv(tmp, index=False)
     return acquired, seconds
+
+
+def _score_pool(context: IterationContext, model, positions: np.ndarray, n_acquire: int) -> acquisition.Selection:
+    """MC-score the candidates in shard order on Lightning's predict loop (``pool_scoring``), into
+    ``scores.parquet``; finished work units in ``scoring/`` are reused after a crash."""
+    spec, instructions, settings = context.plan.acquisition, context.plan.instructions, context.plan.model.train
+    job = ScoringJob(
+        n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision,
+        seed=instructions.seed * 100_003 + context.iteration, catalog=False, acquisition=spec.function,
+        expected_votes=spec.expected_votes, top_k=n_acquire, selection=spec.selection, beta=spec.power_beta,
+    )
+    result = score_shards(model, context.reader, np.sort(positions), job, context.work / "scoring", accelerator=settings.accelerator)
+    os.replace(result.scores, context.work / "scores.parquet")
+    shutil.rmtree(context.work / "scoring")
+    return result.selection
 
 
 def _request(context: IterationContext, acquired: list[str]) -> None:
