@@ -30,7 +30,7 @@ import os
 import shutil
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ from zoobot.pool_scoring import ScoringJob, score_shards
 from zoobot.predict import predict_all
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
+from zoobot.timing import StepTimer, process_age_seconds
 from zoobot.training import train_model
 
 logger = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class IterationContext:
     oracle: Oracle
     epochs: int | None = None  # per-iteration overrides of the plan's defaults
     learning_rate: float | None = None
+    timer: StepTimer = field(default_factory=StepTimer)  # wall seconds per step, into metrics.json
 
 
 def run_iteration(
@@ -78,6 +80,8 @@ def run_iteration(
     learning_rate: float | None = None,
 ) -> dict:
     """Run (or finish) one iteration and return its metrics."""
+    startup, timer = process_age_seconds(), StepTimer()
+    opening = time.perf_counter()
     experiment_dir = Path(experiment_dir)
     plan = load_instructions(experiment_dir / INSTRUCTIONS_DIR)
     expected = next_iteration(experiment_dir)
@@ -95,9 +99,12 @@ def run_iteration(
         work = partial_dir(experiment_dir, iteration)
         work.mkdir(parents=True, exist_ok=True)
         context = IterationContext(
-            experiment_dir, iteration, work, plan, schema, reader, ledger, oracle, epochs, learning_rate
+            experiment_dir, iteration, work, plan, schema, reader, ledger, oracle, epochs, learning_rate, timer
         )
-        return _finish_iteration(context, _collect(context))
+        timer.seconds.update({"startup": startup or 0.0, "open": time.perf_counter() - opening})
+        with timer("collect"):
+            collected = _collect(context)
+        return _finish_iteration(context, collected)
 
 
 @contextmanager
@@ -132,35 +139,58 @@ def _collect(context: IterationContext) -> dict:
 
 def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
     """Steps 2-6: train, evaluate, acquire, request, and make the iteration complete."""
-    iteration, seed = context.iteration, context.plan.instructions.seed
-    train_ids, train_counts = context.ledger.labelled_votes()
+    iteration, seed, timer = context.iteration, context.plan.instructions.seed, context.timer
+    with timer("ledger"):
+        train_ids, train_counts = context.ledger.labelled_votes()
     metrics["n_labelled"] = len(train_ids)
     metrics["votes_used"] = int(train_counts.sum())
-    checkpoint, train_record = _train(context, train_ids, train_counts)
+    with timer("train"):
+        checkpoint, train_record = _train(context, train_ids, train_counts)
     metrics.update(train_record)
     logger.info("iteration %d: step train done (%.1f s)", iteration, train_record["train_seconds"])
 
-    model = load_model(checkpoint)
+    with timer("load_model"):
+        model = load_model(checkpoint)
     torch.manual_seed(seed + iteration)  # the same dropout masks after a resume
-    metrics.update(_evaluate(context, model))
+    with timer("evaluate"):
+        metrics.update(_evaluate(context, model))
     logger.info("iteration %d: step evaluate done (test loss %.4f)", iteration, metrics["test_loss"])
 
     torch.manual_seed(seed + iteration + 1)
-    acquired, acquisition_seconds = _acquire(context, model)
+    with timer("acquire"):
+        acquired, acquisition_seconds = _acquire(context, model)
     metrics["acquisition_seconds"] = acquisition_seconds
     logger.info("iteration %d: step acquire done (%d galaxies)", iteration, len(acquired))
 
-    _request(context, acquired)
+    with timer("request"):
+        _request(context, acquired)
     metrics["n_acquired"] = len(acquired)
     logger.info("iteration %d: step request done", iteration)
 
-    metrics["identity"] = experiment_identity(context.plan, context.reader)
+    with timer("identity"):
+        metrics["identity"] = experiment_identity(context.plan, context.reader)
+    metrics.update(step_overhead(timer.seconds))
     write_json_atomic(context.work / "metrics.json", metrics)
     write_json_atomic(context.work / FINAL_STATE, {"iteration": iteration, "ledger": context.ledger.counts()})
     os.replace(context.work, iteration_dir(context.experiment_dir, iteration))
     write_metrics_table(context.experiment_dir)
     logger.info("iteration %d: complete", iteration)
     return metrics
+
+
+MODEL_STEPS = ("train", "evaluate", "acquire")  # the work itself; every other step is overhead
+
+
+def step_overhead(seconds: dict[str, float]) -> dict:
+    """``step_seconds`` (wall seconds of each step run by this process; ``startup`` is the process's
+    age when the iteration began: interpreter start-up and imports) and ``overhead_fraction``: the
+    share of the iteration outside training, evaluation and scoring/acquisition."""
+    total = sum(seconds.values())
+    overhead = total - sum(seconds.get(step, 0.0) for step in MODEL_STEPS)
+    return {
+        "step_seconds": {step: round(value, 4) for step, value in seconds.items()},
+        "overhead_fraction": overhead / total if total > 0 else 0.0,
+    }
 
 
 def _train(context: IterationContext, train_ids: list[str], train_counts: np.ndarray) -> tuple[Path, dict]:
