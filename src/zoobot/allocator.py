@@ -10,7 +10,8 @@ and 9,500, and ``sys`` time went from 1.2 s to 0.1 s (docs/scale.md).
 :func:`tune_glibc_malloc` raises glibc's mmap threshold to its maximum (32 MiB on 64-bit) and
 keeps up to ``trim_mib`` of freed memory in the heap instead of handing it back, which is what
 tcmalloc and jemalloc do on their own. It changes nothing when another allocator was preloaded
-(``LD_PRELOAD``) or the C library is not glibc. Blocks above 32 MiB still come from ``mmap``;
+(``LD_PRELOAD``), the C library is not glibc, or ``ZOOBOT_MALLOC_TUNING=0`` is set (to measure
+without it). Blocks above 32 MiB still come from ``mmap``;
 keep inference batches small enough for that (batch 64 at 64 px in fp32) or preload tcmalloc.
 """
 
@@ -25,6 +26,7 @@ M_TOP_PAD = -2
 M_MMAP_THRESHOLD = -3
 GLIBC_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # HEAP_MAX_SIZE / 2 on 64-bit
 _PRELOADED = ("tcmalloc", "jemalloc", "mimalloc")
+TUNING_SWITCH = "ZOOBOT_MALLOC_TUNING"  # "0": leave glibc's defaults
 
 _tuned = False
 
@@ -58,7 +60,7 @@ def tune_glibc_malloc(trim_mib: int = 1024, top_pad_mib: int = 64) -> bool:
     global _tuned
     if _tuned:
         return False
-    if allocator_name() != "glibc":
+    if allocator_name() != "glibc" or os.environ.get(TUNING_SWITCH) == "0":
         return False
     libc = _libc()
     mib = 1024 * 1024
