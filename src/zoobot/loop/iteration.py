@@ -270,10 +270,7 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
         return pd.read_csv(acquired_path, dtype={"id_str": str})["id_str"].tolist(), record["seconds"]
     started = time.perf_counter()
     rng = np.random.default_rng([instructions.seed, iteration])
-    candidates = sorted(set(context.ledger.ids(UNLABELLED)) & set(reader.ids("pool")))
-    if instructions.pool_size_per_iteration and len(candidates) > instructions.pool_size_per_iteration:
-        chosen = rng.choice(len(candidates), instructions.pool_size_per_iteration, replace=False)
-        candidates = [candidates[i] for i in np.sort(chosen)]
+    candidates, positions = candidate_positions(context.ledger, reader, instructions.pool_size_per_iteration, rng)
     n_acquire = min(instructions.subjects_per_iteration, len(candidates))
     selector = acquisition.TopK(
         n_acquire, strategy=spec.selection, beta=spec.power_beta,
@@ -281,11 +278,11 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     )
     score = acquisition.get_acquisition(spec.function)
     if spec.function == "random":
-        batches = ((np.asarray(candidates), None),)
+        batches = ((candidates, None),)
         acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
         chosen = selector.result()
     else:
-        chosen = _score_pool(context, model, reader.positions(candidates), n_acquire)
+        chosen = _score_pool(context, model, positions, n_acquire)
     acquired = [str(i) for i in chosen.ids]
     _, predictions = predict_all(  # the acquired galaxies' predicted fractions, for reports
         model, reader, ids=acquired, n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
@@ -299,6 +296,25 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     with atomic_path(acquired_path) as tmp:
         table.to_csv(tmp, index=False)
     return acquired, seconds
+
+
+def candidate_positions(ledger: Ledger, reader: ShardReader, pool_size: int | None, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The unlabelled pool galaxies to score: ids (n,) sorted, and their manifest positions (n,).
+
+    ``pool_size`` (or None/0: all) draws that many at random with ``rng``. Columns throughout:
+    the ledger's ids come as one array, matched to the manifest through its index; no set or
+    list of every pool id is built.
+    """
+    ids = ledger.ids_array(UNLABELLED)  # (n,) sorted
+    positions = reader.positions_or_missing(ids)  # (n,), -1 where not in the shards
+    in_pool = np.zeros(len(reader) + 1, dtype=bool)  # the extra last entry stands for -1
+    in_pool[reader.split_positions("pool")] = True
+    keep = in_pool[positions]
+    ids, positions = ids[keep], positions[keep]
+    if pool_size and len(ids) > pool_size:
+        chosen = np.sort(rng.choice(len(ids), pool_size, replace=False))
+        ids, positions = ids[chosen], positions[chosen]
+    return ids, positions
 
 
 def _score_pool(context: IterationContext, model, positions: np.ndarray, n_acquire: int) -> acquisition.Selection:

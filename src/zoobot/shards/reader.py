@@ -98,6 +98,10 @@ class ShardReader:
         """id_str (B,) of manifest positions, as a str array."""
         return self._ids[self._check_positions(positions)].astype(str)
 
+    def positions_or_missing(self, ids: np.ndarray) -> np.ndarray:
+        """Manifest positions (n,) of an array of ids, -1 for ids not in the shards."""
+        return self._index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64)
+
     def positions(self, ids: Iterable[str]) -> np.ndarray:
         """Manifest positions of these ids; KeyError naming the ids that are not in the shards."""
         if isinstance(ids, str):
