@@ -11,7 +11,7 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "zoobot"
 
 LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
-     "augmentation", "allocator"},
+     "augmentation", "allocator", "timing"},
     {"catalog", "models", "losses"},
     {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "oracles",
      "checkpoints"},
