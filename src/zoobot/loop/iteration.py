@@ -44,6 +44,7 @@ from zoobot.loop.experiment import experiment_identity
 from zoobot.loop.instructions import Plan, load_instructions
 from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, TEST_PREDICTIONS, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
 from zoobot.loop.ledger import UNLABELLED, Ledger
+from zoobot.loop.train_process import needs_process_group, train_in_process_group
 from zoobot.oracles import Oracle, open_oracle
 from zoobot.metrics import evaluate_predictions
 from zoobot.pool_scoring import ScoringJob, score_shards
@@ -213,10 +214,16 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
     reader = context.reader
     val_ids = list(reader.ids("val"))
     val_counts = reader.votes(reader.positions(val_ids))
-    result = train_model(
-        reader, context.schema, train_ids, train_counts, val_ids, val_counts,
-        settings, model_dir, warm_start=warm_start,
-    )
+    if needs_process_group(settings):  # Lightning's launcher would restart this whole command per rank
+        result = train_in_process_group(
+            reader.shard_dir, context.schema, train_ids, train_counts, val_ids, val_counts,
+            settings, model_dir, work / "train_process", warm_start=warm_start,
+        )
+    else:
+        result = train_model(
+            reader, context.schema, train_ids, train_counts, val_ids, val_counts,
+            settings, model_dir, warm_start=warm_start,
+        )
     record = {
         "checkpoint": str(Path(result.best_checkpoint).resolve().relative_to(work.resolve())),
         "best_val_loss": result.best_val_loss,
