@@ -43,7 +43,7 @@ from zoobot.transforms import N_DIHEDRAL_VIEWS, dihedral_view, to_greyscale
 logger = logging.getLogger(__name__)
 
 MAX_TTA_VIEWS = N_DIHEDRAL_VIEWS
-AUTO_COMPILE_MIN_GALAXIES = 20_000  # compile=None (auto) compiles from this many galaxies
+AUTO_COMPILE_MIN_GALAXIES = 100_000  # compile=None (auto) compiles from this many galaxies
 
 ImageBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), images (B, C, H, W) uint8)
 PredictionBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), predictions (B, S, O))
@@ -96,11 +96,12 @@ def resolve_precision(precision: str, device: torch.device | str) -> str:
 def compile_pays(device: torch.device | str, image_size: int, n_galaxies: int) -> bool:
     """Whether ``compile=None`` (auto) compiles: from ``AUTO_COMPILE_MIN_GALAXIES`` galaxies, on any device.
 
-    Measured on the 2-core development CPU (docs/scale.md, ``benchmarks/scoring.py``):
-    efficientnet_b0 at 64 px in bf16 ran 1.9x faster compiled (inductor, freezing), about 2.7 ms
-    saved per galaxy, against a first compile of 30 s with inductor's on-disk cache warm (up to
-    200 s cold on a loaded machine); so compiling pays from about 11,000 galaxies, and auto waits
-    for 20,000. ``device`` and ``image_size`` are for rules measured elsewhere (a GPU gains more).
+    Measured on the 2-core development CPU (docs/scale.md, ``benchmarks/scoring.py``, one
+    thread): efficientnet_b0 at 64 px in bf16 scored at 782 galaxies/s compiled (inductor,
+    freezing) against 540 eager, 0.57 ms saved per galaxy. A compile took 9-10 s with inductor's
+    on-disk cache warm, 26-30 s cold, up to 200 s cold on a loaded machine; so it pays from
+    17,000 to 350,000 galaxies, and auto waits for 100,000. ``device`` and ``image_size`` are for
+    rules measured elsewhere (a GPU gains more).
     """
     return n_galaxies >= AUTO_COMPILE_MIN_GALAXIES
 

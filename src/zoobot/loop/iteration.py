@@ -48,7 +48,7 @@ from zoobot.loop.train_process import needs_process_group, train_in_process_grou
 from zoobot.oracles import Oracle, open_oracle
 from zoobot.metrics import evaluate_predictions
 from zoobot.pool_scoring import ScoringJob, score_shards
-from zoobot.predict import predict_all
+from zoobot.predict import compile_pays, predict_all
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
 from zoobot.timing import StepTimer, process_age_seconds
@@ -332,6 +332,7 @@ def _score_pool(context: IterationContext, model, positions: np.ndarray, n_acqui
         n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision,
         seed=instructions.seed * 100_003 + context.iteration, catalog=False, acquisition=spec.function,
         expected_votes=spec.expected_votes, top_k=n_acquire, selection=spec.selection, beta=spec.power_beta,
+        compile=compile_pays(settings.accelerator, context.reader.size, len(positions)),
     )
     result = score_shards(model, context.reader, np.sort(positions), job, context.work / "scoring", accelerator=settings.accelerator)
     os.replace(result.scores, context.work / "scores.parquet")
