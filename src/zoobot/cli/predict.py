@@ -66,7 +66,7 @@ def predict_command(
     ),
     compile: Optional[bool] = typer.Option(
         None, "--compile/--no-compile", show_default=False,
-        help="torch.compile the backbone (inductor, freezing; the first compile takes 30 s or more). "
+        help="torch.compile the backbone (inductor, freezing; a compile took 10-200 s here). "
         "Default: on from 100,000 galaxies, where it was measured to pay (docs/scale.md).",
     ),
     tta_views: int = typer.Option(0, help="Test-time augmentation: 2-8 dihedral views (samples split across them)."),
