@@ -11,16 +11,18 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "zoobot"
 
 LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
-     "augmentation"},
+     "augmentation", "allocator", "timing"},
     {"catalog", "models", "losses"},
     {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "checkpoints",
      "finetuning"},
     {"oracles"},  # the Panoptes oracle reads votes with convert.panoptes_annotations
     {"shard_dataset", "predict", "recalibration", "pretrained"},
     {"training", "prediction_writer"},
+    {"pool_scoring"},
     {"loop"},
     {"reports", "html_report", "labelling"},
     {"cli"},
+    {"__main__"},
 ]
 LAYER = {unit: n for n, units in enumerate(LAYERS) for unit in units}
 

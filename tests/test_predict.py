@@ -98,7 +98,7 @@ def test_streaming_reads_one_batch_at_a_time(data, model, monkeypatch):
     reader = ShardReader(data["shards"])
     calls = []
     original = reader.images
-    monkeypatch.setattr(reader, "images", lambda positions: calls.append(len(positions)) or original(positions))
+    monkeypatch.setattr(reader, "images", lambda positions, **options: calls.append(len(positions)) or original(positions, **options))
     stream = predict_batches(model, reader, split="pool", n_samples=2, batch_size=5)
     next(stream)
     assert calls == [5]  # not the whole pool

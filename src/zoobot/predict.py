@@ -24,15 +24,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as TF
 
+from zoobot.allocator import tune_glibc_malloc
 from zoobot.metrics import evaluate_predictions
 from zoobot.models import GalaxyModel
-from zoobot.precision import INFERENCE_PRECISIONS
+from zoobot.precision import AUTO, INFERENCE_PRECISIONS
 from zoobot.schema import Schema
 from zoobot.shards import ShardReader
 from zoobot.transforms import N_DIHEDRAL_VIEWS, dihedral_view, to_greyscale
@@ -40,6 +43,7 @@ from zoobot.transforms import N_DIHEDRAL_VIEWS, dihedral_view, to_greyscale
 logger = logging.getLogger(__name__)
 
 MAX_TTA_VIEWS = N_DIHEDRAL_VIEWS
+AUTO_COMPILE_MIN_GALAXIES = 100_000  # compile=None (auto) compiles from this many galaxies
 
 ImageBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), images (B, C, H, W) uint8)
 PredictionBatches = Iterable[tuple[np.ndarray, np.ndarray]]  # (ids (B,), predictions (B, S, O))
@@ -52,6 +56,7 @@ def samples_per_view(n_samples: int, n_views: int) -> list[int]:
 
 
 def check_predict_options(n_samples: int, batch_size: int, precision: str, tta_views: int) -> str:
+    """Check the options; returns the short precision ("32", "bf16" or "auto", see :func:`resolve_precision`)."""
     if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
         raise ValueError(f"n_samples: expected an int >= 1, got {n_samples!r}")
     if batch_size < 1:
@@ -68,16 +73,84 @@ def check_predict_options(n_samples: int, batch_size: int, precision: str, tta_v
     return INFERENCE_PRECISIONS[precision]
 
 
-class _InputAdapter:
-    """Moves a uint8 batch to the model's device and layout; greyscale and resize as documented."""
+def bf16_supported(device: torch.device | str) -> bool:
+    """True on a GPU with bf16 and on a CPU with bf16 units (AVX512-BF16 or AMX, as oneDNN reports)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
 
-    def __init__(self, model: GalaxyModel, channels_last: bool):
+
+def resolve_precision(precision: str, device: torch.device | str) -> str:
+    """A precision name -> "32" or "bf16". "auto" is bf16 where :func:`bf16_supported`, else fp32."""
+    short = INFERENCE_PRECISIONS.get(precision)
+    if short is None:
+        raise ValueError(f"precision: expected one of {list(INFERENCE_PRECISIONS)}, got {precision!r}")
+    if short == AUTO:
+        return "bf16" if bf16_supported(device) else "32"
+    return short
+
+
+def compile_pays(device: torch.device | str, image_size: int, n_galaxies: int) -> bool:
+    """Whether ``compile=None`` (auto) compiles: from ``AUTO_COMPILE_MIN_GALAXIES`` galaxies, on any device.
+
+    Measured on the 2-core development CPU (docs/scale.md, ``benchmarks/scoring.py``, one
+    thread): efficientnet_b0 at 64 px in bf16 scored at 782 galaxies/s compiled (inductor,
+    freezing) against 540 eager, 0.57 ms saved per galaxy. A compile took 9-10 s with inductor's
+    on-disk cache warm, 26-30 s cold, up to 200 s cold on a loaded machine; so it pays from
+    17,000 to 350,000 galaxies, and auto waits for 100,000. ``device`` and ``image_size`` are for
+    rules measured elsewhere (a GPU gains more).
+    """
+    return n_galaxies >= AUTO_COMPILE_MIN_GALAXIES
+
+
+class BatchScorer:
+    """MC predictions of one uint8 batch at a time: images (B, C, H, W) -> (B, n_samples, n_outputs).
+
+    Moves each batch to the model's device and layout (greyscale and resize as documented in
+    the module docstring), runs the backbone once per view under the precision's autocast, and
+    draws the samples in the head (eager always, so the dropout masks follow ``torch``'s seed
+    whatever ``compile`` is). ``compile=True`` compiles the backbone pass with inductor
+    (freezing: the weights become constants) for batches of ``batch_size``; a shorter last batch
+    is padded to that size so that nothing recompiles. ``compile_seconds`` holds the time of the
+    first (compiling) call. Grad mode and the train/eval flag change only while a batch runs.
+    """
+
+    def __init__(
+        self,
+        model: GalaxyModel,
+        n_samples: int = 15,
+        precision: str = "32",
+        tta_views: int = 0,
+        *,
+        channels_last: bool = False,
+        compile: bool = False,
+        batch_size: int | None = None,
+    ):
+        check_predict_options(n_samples, batch_size or 1, precision, tta_views)
+        if compile and batch_size is None:
+            raise ValueError("compile=True needs batch_size, the size every compiled batch is padded to")
         self.model = model
         self.device = next(model.parameters()).device
+        self.n_samples = n_samples
+        self.precision = resolve_precision(precision, self.device)
+        self.tta_views = tta_views
         self.channels_last = channels_last
+        self.batch_size = batch_size
+        self.compile_seconds: float | None = None
         self.warned_resize = False
+        if channels_last:
+            model.to(memory_format=torch.channels_last)
+        self._features = _features_function(model, self.precision)
+        if compile:
+            self._features = _compiled_features(model, self.precision, channels_last)
+        self.compiled = compile
+        tune_glibc_malloc()
 
-    def __call__(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+    def adapt(self, images: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """uint8 (B, C, H, W) -> the model's device, channels and size (and layout)."""
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4:
             raise ValueError(f"images: expected uint8 (batch, channels, H, W), got {images.dtype} {tuple(images.shape)}")
@@ -92,41 +165,80 @@ class _InputAdapter:
         size = self.model.image_size
         if size is not None and tuple(images.shape[-2:]) != (size, size):
             if not self.warned_resize:
-                logger.info(
-                    "resizing %dx%d images to the model's %d px", images.shape[-2], images.shape[-1], size
-                )
+                logger.info("resizing %dx%d images to the model's %d px", images.shape[-2], images.shape[-1], size)
                 self.warned_resize = True
             images = TF.resize(images, [size, size], antialias=True)
-        if self.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
         return images
 
-
-def _mc_predict(model: GalaxyModel, images: torch.Tensor, n_samples: int, precision: str, tta_views: int) -> torch.Tensor:
-    """uint8 images on the model's device -> (batch, n_samples, n_outputs) float32 on CPU."""
-    device_type = images.device.type
-    with torch.inference_mode(), torch.autocast(device_type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        if tta_views <= 1:
-            features = model.forward_features(images)  # (batch, feature)
-            predictions = model.forward_head(features, n_samples)  # (batch, sample, output)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Adapted uint8 images (B, ...) -> features (B, n_features), compiled when asked."""
+        n = len(images)
+        if self.compiled and n < self.batch_size:
+            padded = images.new_zeros((self.batch_size, *images.shape[1:]))
+            padded[:n] = images
+            images = padded
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        images = images.contiguous(memory_format=memory_format)
+        if self.compiled and self.compile_seconds is None:
+            started = time.perf_counter()
+            features = self._features(images)
+            self.compile_seconds = time.perf_counter() - started
         else:
-            parts = [
-                model.forward_head(model.forward_features(dihedral_view(images, view)), samples)
-                for view, samples in enumerate(samples_per_view(n_samples, tta_views))
-            ]  # each (batch, samples of this view, output)
-            predictions = torch.cat(parts, dim=1)  # (batch, sample, output)
-    return predictions.float().cpu()
+            features = self._features(images)
+        return features[:n]
+
+    def __call__(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
+        """uint8 images (B, C, H, W) -> (B, n_samples, n_outputs) float32 numpy."""
+        images = self.adapt(images)
+        with _eval_mode(self.model), torch.inference_mode():
+            if self.tta_views <= 1:
+                predictions = self.model.forward_head(self.features(images).float(), self.n_samples)  # (batch, sample, output)
+            else:
+                parts = [
+                    self.model.forward_head(self.features(dihedral_view(images, view)).float(), samples)
+                    for view, samples in enumerate(samples_per_view(self.n_samples, self.tta_views))
+                ]  # each (batch, samples of this view, output)
+                predictions = torch.cat(parts, dim=1)  # (batch, sample, output)
+        return predictions.float().cpu().numpy()
+
+
+def _features_function(model: GalaxyModel, precision: str):
+    """images -> features (batch, feature) under the precision's autocast."""
+
+    def features(images: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            return model.forward_features(images)  # (batch, feature)
+
+    return features
+
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {(precision, layout): function}
+
+
+def _compiled_features(model: GalaxyModel, precision: str, channels_last: bool):
+    """The compiled backbone pass, one per (model, precision, layout), so that every scorer of a
+    model (an iteration's evaluation, scoring, acquired set) shares one compilation."""
+    per_model = _COMPILED.setdefault(model, {})
+    key = (precision, channels_last)
+    if key not in per_model:
+        per_model[key] = torch.compile(_features_function(model, precision), dynamic=False, options={"freezing": True})
+    return per_model[key]
 
 
 @contextlib.contextmanager
 def _eval_mode(model: GalaxyModel):
-    """eval() (freezes batch norm; the head's dropout stays on), restored afterwards."""
+    """eval() (freezes batch norm; the head's dropout stays on), restored afterwards.
+
+    Only a model in training mode is switched (walking every module each batch costs 2% of a
+    64 px efficientnet_b0 batch)."""
     was_training = model.training
-    model.eval()
+    if was_training:
+        model.eval()
     try:
         yield
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
 
 
 def predict_image_batches(
@@ -137,22 +249,23 @@ def predict_image_batches(
     tta_views: int = 0,
     *,
     channels_last: bool = False,
+    compile: bool = False,
+    batch_size: int | None = None,
+    scorer: BatchScorer | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """MC predictions for a stream of (ids, uint8 images): yields (ids (B,), (B, S, O) float32).
 
-    Grad mode and the model's train/eval flag are only changed while a batch is computed, so the
-    caller's code between batches runs as usual. ``channels_last`` converts the model's memory
-    layout in place (values are unchanged). Off by default: it gave no gain for efficientnet_b0
-    at 128 px on the 2-core development CPU (docs/training.md); try it on other hardware.
+    Options as :class:`BatchScorer` (or pass one as ``scorer``, to read its ``compile_seconds``
+    afterwards). ``channels_last`` converts the model's memory layout in place (values are
+    unchanged). Off by default: it gave no gain for efficientnet_b0 at 128 px on the 2-core
+    development CPU (docs/training.md); try it on other hardware.
     """
-    precision = check_predict_options(n_samples, 1, precision, tta_views)
-    adapter = _InputAdapter(model, channels_last)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
+    if scorer is None:
+        scorer = BatchScorer(
+            model, n_samples, precision, tta_views, channels_last=channels_last, compile=compile, batch_size=batch_size
+        )
     for ids, images in batches:
-        with _eval_mode(model):
-            predictions = _mc_predict(model, adapter(images), n_samples, precision, tta_views)
-        yield np.asarray(ids), predictions.numpy()
+        yield np.asarray(ids), scorer(images)
 
 
 def _positions_for(reader: ShardReader, ids: Sequence[str] | None, split: str | None) -> np.ndarray:
@@ -176,17 +289,24 @@ def predict_batches(
     tta_views: int = 0,
     *,
     channels_last: bool = False,
+    compile: bool | None = False,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Stream MC predictions over shard galaxies, in the order given (ids) or written (split).
 
     Yields (ids (B,), predictions (B, n_samples, n_outputs) float32): rho for a binomial model,
-    Dirichlet concentrations for a tree. precision "32" or "bf16" (autocast; the head's output
-    stays float32). tta_views 0 or 1: no test-time augmentation.
+    Dirichlet concentrations for a tree. precision "32", "bf16" (autocast; the head's output
+    stays float32) or "auto" (:func:`resolve_precision`). tta_views 0 or 1: no test-time
+    augmentation. ``compile``: True, False, or None for :func:`compile_pays`. Images are read
+    into one reused buffer (no allocation per batch).
     """
     check_predict_options(n_samples, batch_size, precision, tta_views)
     positions = _positions_for(reader, ids, split)
-    images = reader.iter_batches(positions, batch_size)
-    yield from predict_image_batches(model, images, n_samples, precision, tta_views, channels_last=channels_last)
+    if compile is None:
+        compile = compile_pays(next(model.parameters()).device, reader.size, len(positions))
+    images = reader.iter_batches(positions, batch_size, reuse_buffer=True)
+    yield from predict_image_batches(
+        model, images, n_samples, precision, tta_views, channels_last=channels_last, compile=compile, batch_size=batch_size
+    )
 
 
 # ---------------------------------------------------------------- labelled splits

@@ -34,7 +34,7 @@ import pyarrow.parquet as pq
 from zoobot.catalog import SCHEMA_METADATA_KEY
 from zoobot.files import atomic_path
 from zoobot.models import GalaxyModel
-from zoobot.predict import PredictionBatches, check_predict_options, predict_image_batches
+from zoobot.predict import BatchScorer, PredictionBatches, check_predict_options, compile_pays, predict_image_batches
 from zoobot.schema import Schema, get_schema, schema_from_dict, schema_to_dict
 from zoobot.shards import ShardReader
 from zoobot.uncertainty import (
@@ -119,6 +119,8 @@ class PredictionSummary:
     n_galaxies: int
     n_samples: int
     seconds: float
+    compile_seconds: float | None = None  # the first, compiling batch (None: not compiled)
+    precision: str | None = None  # what ran: "32" or "bf16"
 
     @property
     def galaxies_per_second(self) -> float:
@@ -255,6 +257,7 @@ def predict_to_parquet(
     precision: str = "32",
     tta_views: int = 0,
     *,
+    compile: bool | None = False,
     own_votes: bool = False,
     default_votes: int = DEFAULT_VOTES,
     samples_path: Path | None = None,
@@ -267,7 +270,8 @@ def predict_to_parquet(
     use each galaxy's votes per question from the manifest (ValueError if it has no vote columns
     for the schema), ``default_votes`` where a galaxy has none on a question; else
     ``default_votes`` everywhere. ``save_samples`` also writes the raw (galaxy, sample, output)
-    array to ``samples_path`` (default ``<out stem>_samples.npy``).
+    array to ``samples_path`` (default ``<out stem>_samples.npy``). ``compile``: True, False or
+    None (``predict.compile_pays``); the summary holds the compile time and the precision run.
     """
     schema = schema or model.schema
     if isinstance(ids_or_split, str):
@@ -285,11 +289,14 @@ def predict_to_parquet(
             )
         counts = reader.manifest[schema.answer_columns].to_numpy(dtype=np.int64)[positions]  # (galaxy, answer)
         votes = question_votes(counts, schema)  # (galaxy, question)
+    if compile is None:
+        compile = compile_pays(next(model.parameters()).device, reader.size, len(positions))
+    scorer = BatchScorer(model, n_samples, precision, tta_views, compile=compile, batch_size=batch_size)
     batches = predict_image_batches(
-        model, reader.iter_batches(positions, batch_size), n_samples, precision, tta_views
+        model, reader.iter_batches(positions, batch_size, reuse_buffer=True), scorer=scorer
     )
-    record = {"n_samples": n_samples, "tta_views": tta_views, "precision": precision, "likelihood": model.likelihood}
-    return write_predictions(
+    record = {"n_samples": n_samples, "tta_views": tta_views, "precision": scorer.precision, "likelihood": model.likelihood}
+    summary = write_predictions(
         batches,
         out_path,
         schema,
@@ -301,6 +308,8 @@ def predict_to_parquet(
         metadata={**record, **(metadata or {})},
         on_batch=on_batch,
     )
+    summary.compile_seconds, summary.precision = scorer.compile_seconds, scorer.precision
+    return summary
 
 
 @dataclass

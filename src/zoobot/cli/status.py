@@ -7,12 +7,30 @@ import typer
 
 from zoobot.cli.app import app, fail
 from zoobot.loop.instructions import load_instructions
-from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER, completed_iterations, next_iteration, partial_dir
+from zoobot.loop.layout import INSTRUCTIONS_DIR, LEDGER, completed_iterations, iteration_dir, next_iteration, partial_dir
 from zoobot.loop.ledger import REQUESTED, Ledger, votes_per_galaxy
 from zoobot.oracles import oracle_class
 from zoobot.schema import get_schema
 
 N_GALAXIES_SHOWN = 30
+PARTIAL_STEPS = (  # file in the partial folder -> step done
+    ("collected.json", "collect"),
+    ("train_result.json", "train"),
+    ("test_metrics.json", "evaluate"),
+    ("acquired.csv", "acquire"),
+    ("metrics.json", "request"),
+)
+
+
+def progress(experiment_dir: Path) -> dict:
+    """The steps done in the iteration in progress, its scoring work units, and the last test loss."""
+    done = completed_iterations(experiment_dir)
+    work = partial_dir(experiment_dir, next_iteration(experiment_dir))
+    steps = [step for name, step in PARTIAL_STEPS if (work / name).exists()] if work.is_dir() else []
+    units = len(list((work / "scoring" / "parts").glob("unit_*_topk.parquet"))) if work.is_dir() else 0
+    last = json.loads((iteration_dir(experiment_dir, done[-1]) / "metrics.json").read_text()) if done else {}
+    return {"steps_done": steps, "scoring_units_done": units,
+            "last_test_loss": last.get("test_loss"), "last_n_labelled": last.get("n_labelled")}
 
 
 def experiment_status(experiment_dir: Path) -> dict:
@@ -39,6 +57,7 @@ def experiment_status(experiment_dir: Path) -> dict:
                 for (i, state, n), v in zip(requests, votes)
             ],
             "last_collection": ledger.last_collection(),
+            **progress(experiment_dir),
         }
     finally:
         ledger.close()
@@ -54,6 +73,12 @@ def describe(status: dict) -> list[str]:
         f"next {status['next_iteration']}{' (started)' if status['in_progress'] else ''}",
         "galaxies: " + ", ".join(f"{galaxies[state]} {state}" for state in ("labelled", REQUESTED, "unlabelled")),
     ]
+    if status["in_progress"]:
+        units = status["scoring_units_done"]
+        scoring = f"; scoring: {units} work units done" if units and "acquire" not in status["steps_done"] else ""
+        lines.append(f"iteration {status['next_iteration']} in progress: done {', '.join(status['steps_done']) or 'nothing yet'}{scoring}")
+    if status["last_test_loss"] is not None:
+        lines.append(f"last test loss {status['last_test_loss']:.4f} with {status['last_n_labelled']} labelled galaxies")
     needed = status["votes_needed"]
     by_iteration: dict[int, list[dict]] = {}
     for row in status["requested"]:
@@ -89,6 +114,8 @@ def status_command(
     as_json: bool = typer.Option(False, "--json", help="Print everything as JSON, every requested galaxy included."),
 ) -> None:
     """Show the ledger: galaxies per state, votes per requested galaxy, the last collection time."""
+    if not (experiment_dir / LEDGER).is_file():
+        fail(f"{experiment_dir}: no {LEDGER}; expected an experiment folder made by `zoobot create-instructions` or `simulate`")
     try:
         status = experiment_status(experiment_dir)
     except (FileNotFoundError, ValueError) as error:

@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 from contextlib import closing, contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -47,11 +47,14 @@ from zoobot.loop.experiment import experiment_identity
 from zoobot.loop.instructions import Plan, load_instructions
 from zoobot.loop.layout import FINAL_STATE, INSTRUCTIONS_DIR, TEST_PREDICTIONS, LEDGER, iteration_dir, next_iteration, partial_dir, write_metrics_table
 from zoobot.loop.ledger import REQUESTED, UNLABELLED, Ledger, votes_per_galaxy
+from zoobot.loop.train_process import needs_process_group, train_in_process_group
 from zoobot.oracles import Oracle, open_oracle
 from zoobot.metrics import evaluate_predictions
-from zoobot.predict import predict_all, predict_batches
+from zoobot.pool_scoring import ScoringJob, score_shards
+from zoobot.predict import compile_pays, predict_all
 from zoobot.schema import Schema, get_schema
 from zoobot.shards import ShardReader
+from zoobot.timing import StepTimer, process_age_seconds
 from zoobot.training import train_model
 
 logger = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ class IterationContext:
     oracle: Oracle
     epochs: int | None = None  # per-iteration overrides of the plan's defaults
     learning_rate: float | None = None
+    timer: StepTimer = field(default_factory=StepTimer)  # wall seconds per step, into metrics.json
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,8 @@ def run_iteration(
     With a live oracle, ``Waiting`` when the previous iteration's galaxies are incomplete and
     ``deadline`` (counted from that request; None: never) has not passed.
     """
+    startup, timer = process_age_seconds(), StepTimer()
+    opening = time.perf_counter()
     experiment_dir = Path(experiment_dir)
     plan = load_instructions(experiment_dir / INSTRUCTIONS_DIR)
     expected = next_iteration(experiment_dir)
@@ -124,9 +130,11 @@ def run_iteration(
         work = partial_dir(experiment_dir, iteration)
         work.mkdir(parents=True, exist_ok=True)
         context = IterationContext(
-            experiment_dir, iteration, work, plan, schema, reader, ledger, oracle, epochs, learning_rate
+            experiment_dir, iteration, work, plan, schema, reader, ledger, oracle, epochs, learning_rate, timer
         )
-        collected = _collect(context, deadline)
+        timer.seconds.update({"startup": startup or 0.0, "open": time.perf_counter() - opening})
+        with timer("collect"):
+            collected = _collect(context, deadline)
         if isinstance(collected, Waiting):
             return collected
         return _finish_iteration(context, collected)
@@ -204,29 +212,37 @@ def _waiting_for_votes(context: IterationContext, deadline: timedelta | None) ->
 
 def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
     """Steps 2-6: train, evaluate, acquire, request, and make the iteration complete."""
-    iteration, seed = context.iteration, context.plan.instructions.seed
-    train_ids, train_counts = context.ledger.labelled_votes()
+    iteration, seed, timer = context.iteration, context.plan.instructions.seed, context.timer
+    with timer("ledger"):
+        train_ids, train_counts = context.ledger.labelled_votes()
     metrics["n_labelled"] = len(train_ids)
     metrics["votes_used"] = int(train_counts.sum())
-    checkpoint, train_record = _train(context, train_ids, train_counts)
+    with timer("train"):
+        checkpoint, train_record = _train(context, train_ids, train_counts)
     metrics.update(train_record)
     logger.info("iteration %d: step train done (%.1f s)", iteration, train_record["train_seconds"])
 
-    model = load_model(checkpoint)
+    with timer("load_model"):
+        model = load_model(checkpoint)
     torch.manual_seed(seed + iteration)  # the same dropout masks after a resume
-    metrics.update(_evaluate(context, model))
+    with timer("evaluate"):
+        metrics.update(_evaluate(context, model))
     logger.info("iteration %d: step evaluate done (test loss %.4f)", iteration, metrics["test_loss"])
 
     torch.manual_seed(seed + iteration + 1)
-    acquired, acquisition_seconds = _acquire(context, model)
+    with timer("acquire"):
+        acquired, acquisition_seconds = _acquire(context, model)
     metrics["acquisition_seconds"] = acquisition_seconds
     logger.info("iteration %d: step acquire done (%d galaxies)", iteration, len(acquired))
 
-    _request(context, acquired)
+    with timer("request"):
+        _request(context, acquired)
     metrics["n_acquired"] = len(acquired)
     logger.info("iteration %d: step request done", iteration)
 
-    metrics["identity"] = experiment_identity(context.plan, context.reader)
+    with timer("identity"):
+        metrics["identity"] = experiment_identity(context.plan, context.reader)
+    metrics.update(step_overhead(timer.seconds))
     write_json_atomic(context.work / "metrics.json", metrics)
     requested_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(
@@ -237,6 +253,21 @@ def _finish_iteration(context: IterationContext, metrics: dict) -> dict:
     write_metrics_table(context.experiment_dir)
     logger.info("iteration %d: complete", iteration)
     return metrics
+
+
+MODEL_STEPS = ("train", "evaluate", "acquire")  # the work itself; every other step is overhead
+
+
+def step_overhead(seconds: dict[str, float]) -> dict:
+    """``step_seconds`` (wall seconds of each step run by this process; ``startup`` is the process's
+    age when the iteration began: interpreter start-up and imports) and ``overhead_fraction``: the
+    share of the iteration outside training, evaluation and scoring/acquisition."""
+    total = sum(seconds.values())
+    overhead = total - sum(seconds.get(step, 0.0) for step in MODEL_STEPS)
+    return {
+        "step_seconds": {step: round(value, 4) for step, value in seconds.items()},
+        "overhead_fraction": overhead / total if total > 0 else 0.0,
+    }
 
 
 def _train(context: IterationContext, train_ids: list[str], train_counts: np.ndarray) -> tuple[Path, dict]:
@@ -259,10 +290,16 @@ def _train(context: IterationContext, train_ids: list[str], train_counts: np.nda
     reader = context.reader
     val_ids = list(reader.ids("val"))
     val_counts = reader.votes(reader.positions(val_ids))
-    result = train_model(
-        reader, context.schema, train_ids, train_counts, val_ids, val_counts,
-        settings, model_dir, warm_start=warm_start,
-    )
+    if needs_process_group(settings):  # Lightning's launcher would restart this whole command per rank
+        result = train_in_process_group(
+            reader.shard_dir, context.schema, train_ids, train_counts, val_ids, val_counts,
+            settings, model_dir, work / "train_process", warm_start=warm_start,
+        )
+    else:
+        result = train_model(
+            reader, context.schema, train_ids, train_counts, val_ids, val_counts,
+            settings, model_dir, warm_start=warm_start,
+        )
     record = {
         "checkpoint": str(Path(result.best_checkpoint).resolve().relative_to(work.resolve())),
         "best_val_loss": result.best_val_loss,
@@ -316,10 +353,7 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
         return pd.read_csv(acquired_path, dtype={"id_str": str})["id_str"].tolist(), record["seconds"]
     started = time.perf_counter()
     rng = np.random.default_rng([instructions.seed, iteration])
-    candidates = sorted(set(context.ledger.ids(UNLABELLED)) & set(reader.ids("pool")))
-    if instructions.pool_size_per_iteration and len(candidates) > instructions.pool_size_per_iteration:
-        chosen = rng.choice(len(candidates), instructions.pool_size_per_iteration, replace=False)
-        candidates = [candidates[i] for i in np.sort(chosen)]
+    candidates, positions = candidate_positions(context.ledger, reader, instructions.pool_size_per_iteration, rng)
     n_acquire = min(instructions.subjects_per_iteration, len(candidates))
     selector = acquisition.TopK(
         n_acquire, strategy=spec.selection, beta=spec.power_beta,
@@ -327,14 +361,11 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     )
     score = acquisition.get_acquisition(spec.function)
     if spec.function == "random":
-        batches = ((np.asarray(candidates), None),)
+        batches = ((candidates, None),)
+        acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
+        chosen = selector.result()
     else:
-        batches = predict_batches(
-            model, reader, ids=candidates, n_samples=spec.n_samples,
-            batch_size=spec.batch_size, precision=spec.precision,
-        )
-    acquisition.score_stream(batches, score, selector, work / "scores.parquet", context.schema, spec.expected_votes, rng)
-    chosen = selector.result()
+        chosen = _score_pool(context, model, positions, n_acquire)
     acquired = [str(i) for i in chosen.ids]
     _, predictions = predict_all(  # the acquired galaxies' predicted fractions, for reports
         model, reader, ids=acquired, n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
@@ -348,6 +379,41 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     with atomic_path(acquired_path) as tmp:
         table.to_csv(tmp, index=False)
     return acquired, seconds
+
+
+def candidate_positions(ledger: Ledger, reader: ShardReader, pool_size: int | None, rng) -> tuple[np.ndarray, np.ndarray]:
+    """The unlabelled pool galaxies to score: ids (n,) sorted, and their manifest positions (n,).
+
+    ``pool_size`` (or None/0: all) draws that many at random with ``rng``. Columns throughout:
+    the ledger's ids come as one array, matched to the manifest through its index; no set or
+    list of every pool id is built.
+    """
+    ids = ledger.ids_array(UNLABELLED)  # (n,) sorted
+    positions = reader.positions_or_missing(ids)  # (n,), -1 where not in the shards
+    in_pool = np.zeros(len(reader) + 1, dtype=bool)  # the extra last entry stands for -1
+    in_pool[reader.split_positions("pool")] = True
+    keep = in_pool[positions]
+    ids, positions = ids[keep], positions[keep]
+    if pool_size and len(ids) > pool_size:
+        chosen = np.sort(rng.choice(len(ids), pool_size, replace=False))
+        ids, positions = ids[chosen], positions[chosen]
+    return ids, positions
+
+
+def _score_pool(context: IterationContext, model, positions: np.ndarray, n_acquire: int) -> acquisition.Selection:
+    """MC-score the candidates in shard order on Lightning's predict loop (``pool_scoring``), into
+    ``scores.parquet``; finished work units in ``scoring/`` are reused after a crash."""
+    spec, instructions, settings = context.plan.acquisition, context.plan.instructions, context.plan.model.train
+    job = ScoringJob(
+        n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision,
+        seed=instructions.seed * 100_003 + context.iteration, catalog=False, acquisition=spec.function,
+        expected_votes=spec.expected_votes, top_k=n_acquire, selection=spec.selection, beta=spec.power_beta,
+        compile=compile_pays(settings.accelerator, context.reader.size, len(positions)),
+    )
+    result = score_shards(model, context.reader, np.sort(positions), job, context.work / "scoring", accelerator=settings.accelerator)
+    os.replace(result.scores, context.work / "scores.parquet")
+    shutil.rmtree(context.work / "scoring")
+    return result.selection
 
 
 def _request(context: IterationContext, acquired: list[str]) -> None:

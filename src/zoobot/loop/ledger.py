@@ -182,6 +182,17 @@ class Ledger:
         rows = self._db.execute("SELECT id_str FROM galaxies WHERE state = ? ORDER BY id_str", (state,))
         return [r[0] for r in rows]
 
+    def ids_array(self, state: str, batch: int = 65_536) -> np.ndarray:
+        """Ids in a state, sorted, as an object array filled in batches (no list of every id)."""
+        (count,) = self._db.execute("SELECT COUNT(*) FROM galaxies WHERE state = ?", (state,)).fetchone()
+        ids = np.empty(count, dtype=object)
+        cursor = self._db.execute("SELECT id_str FROM galaxies WHERE state = ? ORDER BY id_str", (state,))
+        start = 0
+        while rows := cursor.fetchmany(batch):
+            ids[start : start + len(rows)] = [row[0] for row in rows]
+            start += len(rows)
+        return ids[:start]
+
     def requested_in(self, iteration: int) -> list[str]:
         """Ids acquired in this iteration (requested or since labelled), sorted."""
         rows = self._db.execute(
