@@ -17,7 +17,7 @@ from zoobot.loop.experiment import create_experiment, plan_experiment
 from zoobot.loop.instructions import AcquisitionSpec, ModelSpec
 from zoobot.loop import iteration as iteration_module
 from zoobot.loop.iteration import run_iteration
-from zoobot.loop.layout import completed_iterations, identity, identity_differences, iteration_dir
+from zoobot.loop.layout import INSTRUCTIONS_DIR, completed_iterations, identity, identity_differences, iteration_dir
 from zoobot.loop.instructions import load_instructions
 from zoobot.loop.ledger import REQUESTED, Ledger
 from zoobot.schema import get_schema
@@ -242,6 +242,21 @@ def test_create_instructions_refuses_a_bad_plan_before_writing(simulation, tmp_p
         assert message in result.output, (option, result.output)
         assert "Traceback" not in result.output
         assert not (tmp_path / "e").exists(), option
+
+
+def test_create_instructions_takes_the_train_steps_devices_and_a_pretrained_encoder(simulation, tmp_path):
+    catalog_dir, shard_dir = simulation
+    encoder = tmp_path / "encoder.safetensors"
+    encoder.write_bytes(b"weights saved beforehand")  # read when iteration 1 trains, not now
+    result = CliRunner().invoke(app, [
+        "create-instructions", str(catalog_dir), str(shard_dir), str(tmp_path / "e"), "--accelerator", "cpu",
+        "--devices", "2", "--strategy", "ddp", "--pretrained", str(encoder), "--trainable-blocks", "2",
+        "--layer-decay", "0.8",
+    ])
+    assert result.exit_code == 0, result.output
+    train = json.loads((tmp_path / "e" / INSTRUCTIONS_DIR / "model_spec.json").read_text())["train"]
+    assert (train["accelerator"], train["devices"], train["strategy"], train["num_nodes"]) == ("cpu", "2", "ddp", 1)
+    assert (train["pretrained"], train["trainable_blocks"], train["layer_decay"]) == (str(encoder.resolve()), 2, 0.8)
 
 
 def test_simulate_rerun_with_other_options_is_refused_or_overridden(simulation, tmp_path):

@@ -37,6 +37,7 @@ def plan_from_options(
     selection: str, reveal_votes: Optional[int], delay: Optional[int], duplicate_rate: Optional[float],
     precision: str, seed: int, pretrained: Optional[Path] = None, trainable_blocks: Optional[int] = None,
     layer_decay: float = 1.0, oracle_config: Optional[Path] = None, votes_needed: Optional[int] = None,
+    accelerator: str = "auto", devices: str = "1", strategy: str = "auto", num_nodes: int = 1,
 ) -> Plan:
     """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
     if pretrained is not None and not Path(pretrained).is_file():
@@ -56,8 +57,8 @@ def plan_from_options(
             patience=patience, precision=precision, seed=seed, progress_bar=False,
             pretrained=None if pretrained is None else str(Path(pretrained).resolve()),
             trainable_blocks=trainable_blocks, layer_decay=layer_decay,
-            devices="1",  # "auto" on a multi-GPU node would relaunch this whole command once per rank
-        )
+            accelerator=accelerator, devices=devices, strategy=strategy, num_nodes=num_nodes,
+        )  # more than one device or node: the train step runs as its own process group (loop/train_process.py)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             plan = plan_experiment(
@@ -129,6 +130,13 @@ EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
 PATIENCE = typer.Option(10, help="Early stopping: epochs without a better val loss (counted once val loss beats the image-blind baseline).")
+ACCELERATOR = typer.Option("auto", help="Lightning accelerator of the train step: auto, cpu, gpu.")
+DEVICES = typer.Option(
+    "1", help="Lightning devices of the train step (e.g. 4, or 0,1); more than one trains each iteration in its own "
+    "process group under Lightning's launcher. Scoring uses one device.",
+)
+STRATEGY = typer.Option("auto", help="Lightning strategy of the train step, e.g. ddp.")
+NUM_NODES = typer.Option(1, help="Machines for the train step (multi-node DDP, e.g. under SLURM).")
 PRETRAINED = typer.Option(
     None, help="Iteration 1 starts its backbone from these weights: a zoobot checkpoint of any schema, or a "
     "timm-format .safetensors/.pth file (the head is built anew).", show_default=False,
@@ -177,6 +185,10 @@ def create_instructions_command(
     pretrained: Optional[Path] = PRETRAINED,
     trainable_blocks: Optional[int] = TRAINABLE_BLOCKS,
     layer_decay: float = LAYER_DECAY,
+    accelerator: str = ACCELERATOR,
+    devices: str = DEVICES,
+    strategy: str = STRATEGY,
+    num_nodes: int = NUM_NODES,
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
@@ -304,6 +316,10 @@ def simulate_command(
     pretrained: Optional[Path] = PRETRAINED,
     trainable_blocks: Optional[int] = TRAINABLE_BLOCKS,
     layer_decay: float = LAYER_DECAY,
+    accelerator: str = ACCELERATOR,
+    devices: str = DEVICES,
+    strategy: str = STRATEGY,
+    num_nodes: int = NUM_NODES,
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
