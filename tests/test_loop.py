@@ -43,11 +43,12 @@ def simulation(tmp_path_factory):
     return root / "catalogs", root / "shards"
 
 
-def make_experiment(simulation, experiment_dir, function="bald", warm_start=False, **oracle_options):
+def make_experiment(simulation, experiment_dir, function="bald", warm_start=False, random_fraction=0.0, **oracle_options):
     catalog_dir, shard_dir = simulation
     plan = plan_experiment(
         catalog_dir, shard_dir, model=ModelSpec(TrainSettings(epochs=1, progress_bar=False), warm_start),
-        acquisition=AcquisitionSpec(function=function), oracle_options=oracle_options, seed=5, quick_test=True,
+        acquisition=AcquisitionSpec(function=function, random_fraction=random_fraction),
+        oracle_options=oracle_options, seed=5, quick_test=True,
     )
     return create_experiment(experiment_dir, plan)
 
@@ -97,7 +98,8 @@ def test_iterations_acquire_collect_and_record_metrics(simulation, tmp_path):
     assert len(scores) == N_POOL
     assert scores.loc[acquired].min() >= scores.drop(acquired).max()  # BALD top-k
     table = pd.read_csv(first / "acquired.csv", dtype={"id_str": str})
-    assert list(table.columns) == ["id_str", "score", *(f"{c}_fraction" for c in SCHEMA.answer_columns)]
+    assert list(table.columns) == ["id_str", "score", "random_pick", *(f"{c}_fraction" for c in SCHEMA.answer_columns)]
+    assert not table["random_pick"].any()
     np.testing.assert_allclose(table["score"], scores.loc[table["id_str"]].to_numpy())
     np.testing.assert_allclose(table.filter(like="_fraction").sum(axis=1), 1.0, rtol=1e-5)
     assert np.load(first / "test_predictions.npy").shape == (N_TEST, 2, SCHEMA.n_outputs)  # quick test: 2 samples
@@ -105,6 +107,29 @@ def test_iterations_acquire_collect_and_record_metrics(simulation, tmp_path):
     assert (iteration_dir(experiment, 2) / train_record["checkpoint"]).exists()
     with pytest.raises(ValueError, match="next iteration to run is 4"):
         run_iteration(experiment, iteration=2)
+
+
+def test_random_fraction_mixes_flagged_uniform_picks_into_the_batch(simulation, tmp_path):
+    experiment = make_experiment(simulation, tmp_path / "exp", random_fraction=0.3)
+    run_iteration(experiment)
+    first = iteration_dir(experiment, 1)
+    table = pd.read_csv(first / "acquired.csv", dtype={"id_str": str})
+    scores = pd.read_parquet(first / "scores.parquet").set_index("id_str")["score"]
+    assert len(table) == PER_ITERATION and table["id_str"].is_unique
+    assert table["random_pick"].tolist() == [False] * 7 + [True] * 3  # round(0.3 * 10) explore
+    top, explore = table[~table["random_pick"]], table[table["random_pick"]]
+    others = scores.drop(top["id_str"])
+    assert scores.loc[top["id_str"]].min() >= others.max()  # BALD's top 7 of the pool
+    np.testing.assert_allclose(explore["score"], scores.loc[explore["id_str"]].to_numpy())  # scored, not chosen by score
+    ledger = Ledger(experiment / "ledger.sqlite", SCHEMA.n_answers)
+    assert sorted(ledger.requested_in(1)) == sorted(table["id_str"])
+    ledger.close()
+    again = make_experiment(simulation, tmp_path / "again", random_fraction=0.3)
+    run_iteration(again)
+    repeat = pd.read_csv(iteration_dir(again, 1) / "acquired.csv", dtype={"id_str": str})
+    assert repeat["id_str"].tolist() == table["id_str"].tolist()  # the same seed draws the same picks
+    with pytest.raises(ValueError, match=r"AcquisitionSpec.random_fraction: expected a number in \[0.0, 1.0\], got 1.5"):
+        AcquisitionSpec(random_fraction=1.5)
 
 
 def run_cli_until(experiment, line, iterations):

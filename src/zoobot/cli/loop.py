@@ -38,6 +38,7 @@ def plan_from_options(
     precision: str, seed: int, pretrained: Optional[Path] = None, trainable_blocks: Optional[int] = None,
     layer_decay: float = 1.0, oracle_config: Optional[Path] = None, votes_needed: Optional[int] = None,
     accelerator: str = "auto", devices: str = "1", strategy: str = "auto", num_nodes: int = 1,
+    random_fraction: float = 0.0,
 ) -> Plan:
     """The command line's plan options -> a checked Plan (nothing written); bad values exit 1."""
     if pretrained is not None and not Path(pretrained).is_file():
@@ -66,7 +67,7 @@ def plan_from_options(
                 model=ModelSpec(train=train, warm_start=warm_start),
                 acquisition=AcquisitionSpec(
                     function="random" if baseline else acquisition, selection=selection, n_samples=n_samples,
-                    expected_votes=expected_votes,
+                    expected_votes=expected_votes, random_fraction=random_fraction,
                 ),
                 oracle=oracle, oracle_options=oracle_options, subjects_per_iteration=subjects_per_iteration,
                 pool_size_per_iteration=pool_size_per_iteration, seed=seed, quick_test=quick_test,
@@ -130,6 +131,10 @@ EPOCHS = typer.Option(20, help="Default epochs per iteration.")
 LEARNING_RATE = typer.Option(1e-3, help="Default learning rate per iteration.")
 BATCH_SIZE = typer.Option(64, help="Training batch size; small labelled sets need small batches.")
 PATIENCE = typer.Option(10, help="Early stopping: epochs without a better val loss (counted once val loss beats the image-blind baseline).")
+RANDOM_FRACTION = typer.Option(
+    0.0, help="Exploration: this share of each acquired batch is drawn uniformly from the scored pool "
+    "(flagged random_pick in acquired.csv), the rest by the acquisition function.",
+)
 ACCELERATOR = typer.Option("auto", help="Lightning accelerator of the train step: auto, cpu, gpu.")
 DEVICES = typer.Option(
     "1", help="Lightning devices of the train step (e.g. 4, or 0,1); more than one trains each iteration in its own "
@@ -191,6 +196,7 @@ def create_instructions_command(
     num_nodes: int = NUM_NODES,
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
+    random_fraction: float = RANDOM_FRACTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
     delay: Optional[int] = DELAY,
     duplicate_rate: Optional[float] = DUPLICATE_RATE,
@@ -322,6 +328,7 @@ def simulate_command(
     num_nodes: int = NUM_NODES,
     acquisition: str = ACQUISITION,
     selection: str = SELECTION,
+    random_fraction: float = RANDOM_FRACTION,
     reveal_votes: Optional[int] = REVEAL_VOTES,
     delay: Optional[int] = DELAY,
     duplicate_rate: Optional[float] = DUPLICATE_RATE,

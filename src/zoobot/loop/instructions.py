@@ -58,6 +58,7 @@ class AcquisitionSpec:
     # the oracle delivers, filled in by loop.experiment.plan_experiment
     batch_size: int = 256
     precision: str = "32-true"  # or "bf16-mixed" for faster CPU/GPU scoring
+    random_fraction: float = 0.0  # share of each acquired batch drawn uniformly from the pool (exploration)
 
     def __post_init__(self) -> None:
         owner = "AcquisitionSpec"
@@ -68,6 +69,7 @@ class AcquisitionSpec:
         check_int(owner, "expected_votes", self.expected_votes, minimum=1, optional=True)
         check_int(owner, "batch_size", self.batch_size, minimum=1)
         check_choice(owner, "precision", self.precision, list(INFERENCE_PRECISIONS))
+        check_number(owner, "random_fraction", self.random_fraction, 0.0, 1.0)
 
 
 @dataclass

@@ -354,7 +354,9 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     started = time.perf_counter()
     rng = np.random.default_rng([instructions.seed, iteration])
     candidates, positions = candidate_positions(context.ledger, reader, instructions.pool_size_per_iteration, rng)
-    n_acquire = min(instructions.subjects_per_iteration, len(candidates))
+    n_total = min(instructions.subjects_per_iteration, len(candidates))
+    n_random = 0 if spec.function == "random" else int(round(spec.random_fraction * n_total))
+    n_acquire = n_total - n_random  # chosen by the acquisition function; the rest uniformly at random
     selector = acquisition.TopK(
         n_acquire, strategy=spec.selection, beta=spec.power_beta,
         seed=None if spec.selection == "top-k" else instructions.seed * 100_003 + iteration,
@@ -367,10 +369,15 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     else:
         chosen = _score_pool(context, model, positions, n_acquire)
     acquired = [str(i) for i in chosen.ids]
+    scores = np.asarray(chosen.scores, dtype=np.float64)
+    explore = _random_picks(work / "scores.parquet", acquired, n_random, [instructions.seed, iteration, 1])
+    acquired += explore["id_str"].tolist()
+    scores = np.concatenate([scores, explore["score"].to_numpy(np.float64)])
     _, predictions = predict_all(  # the acquired galaxies' predicted fractions, for reports
         model, reader, ids=acquired, n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
     )
-    table = pd.DataFrame({"id_str": acquired, "score": np.asarray(chosen.scores, dtype=np.float64)})
+    table = pd.DataFrame({"id_str": acquired, "score": scores})
+    table["random_pick"] = spec.function == "random" or np.arange(len(acquired)) >= len(chosen.ids)
     fractions = context.schema.expected_fractions(predictions).mean(axis=1)  # (galaxy, answer)
     for column, values in zip(context.schema.answer_columns, fractions.T):
         table[f"{column}_fraction"] = values.astype(np.float32)
@@ -379,6 +386,17 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
     with atomic_path(acquired_path) as tmp:
         table.to_csv(tmp, index=False)
     return acquired, seconds
+
+
+def _random_picks(scores_path: Path, chosen: list[str], n: int, seed) -> pd.DataFrame:
+    """``n`` scored candidates not in ``chosen``, drawn uniformly (exploration, and an unbiased
+    sample of the pool): id_str and score, in the order drawn."""
+    if n == 0:
+        return pd.DataFrame({"id_str": pd.Series(dtype=str), "score": pd.Series(dtype=np.float64)})
+    scored = pd.read_parquet(scores_path, columns=["id_str", "score"])
+    left = scored[~scored["id_str"].isin(chosen)].sort_values("id_str", kind="stable")
+    picks = np.random.default_rng(seed).choice(len(left), size=min(n, len(left)), replace=False)
+    return left.iloc[picks].reset_index(drop=True)
 
 
 def candidate_positions(ledger: Ledger, reader: ShardReader, pool_size: int | None, rng) -> tuple[np.ndarray, np.ndarray]:
