@@ -9,6 +9,8 @@ For each checkpoint, predicts a split with T MC samples and prints, for a binomi
 
     PYTHONPATH=src python benchmarks/mc_spread.py /tmp/gz1/shards48 \
         /tmp/gz1/cmp2/bald_seed42/iterations/iteration_002 /tmp/gz1/cmp2/bald_seed42/iterations/iteration_004
+    PYTHONPATH=src python benchmarks/mc_spread.py /tmp/gz1/shards48 --ensemble --n-samples 10 \
+        /tmp/gz1/cmp2/random_seed4{2,3,4}/iterations/iteration_001
 """
 
 from __future__ import annotations
@@ -42,8 +44,14 @@ def main() -> None:
     parser.add_argument("--n-samples", type=int, default=30)
     parser.add_argument("--expected-votes", type=int, default=1)
     parser.add_argument("--top-k", type=int, default=100)
+    parser.add_argument("--ensemble", action="store_true",
+                        help="treat the checkpoints as members of one ensemble (trained on the same galaxies) and "
+                        "compare their disagreement with each member's dropout spread")
     args = parser.parse_args()
     reader = ShardReader(args.shards)
+    if args.ensemble:
+        ensemble(reader, args)
+        return
     for path in args.checkpoints:
         torch.manual_seed(0)
         model = load_model(checkpoint_of(path))
@@ -62,6 +70,24 @@ def main() -> None:
             f"|p - 0.5|: top-{args.top_k} BALD {np.abs(p[top] - 0.5).mean():.3f}, all {np.abs(p - 0.5).mean():.3f}; "
             f"sd of rho: top {rho[top].std(1).mean():.3f}, all {rho.std(1).mean():.3f}"
         )
+
+
+def ensemble(reader: ShardReader, args) -> None:
+    """Spread across members' mean predictions against the dropout spread within each member."""
+    means, within = [], []
+    for path in args.checkpoints:
+        torch.manual_seed(0)
+        _, predictions = predict_all(load_model(checkpoint_of(path)), reader, split=args.split, n_samples=args.n_samples)
+        rho = predictions[..., 0].astype(np.float64).clip(1e-6, 1 - 1e-6)  # (galaxy, sample)
+        means.append(rho.mean(axis=1))
+        within.append(rho.std(axis=1).mean())
+    means = np.stack(means, axis=1)  # (galaxy, member)
+    logit = np.log(means / (1 - means))
+    print(
+        f"{len(args.checkpoints)} members, {len(means)} galaxies: sd of rho across members {means.std(1).mean():.3f}, "
+        f"within a member (dropout) {np.mean(within):.3f}; spearman(|mean logit|, sd of member logits) "
+        f"{stats.spearmanr(np.abs(logit.mean(1)), logit.std(1))[0]:+.2f}"
+    )
 
 
 if __name__ == "__main__":
