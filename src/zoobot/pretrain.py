@@ -326,7 +326,7 @@ def linear_probe(
 
 
 #: L2 penalties tried by :func:`choose_l2`.
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def choose_l2(features: np.ndarray, labels: np.ndarray, n_classes: int, folds: int = 5, seed: int = 0) -> float:
