@@ -2,6 +2,9 @@
 
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +180,17 @@ def test_settings_are_checked():
     with pytest.raises(ValueError, match="max_galaxies"):
         PretrainSettings(max_galaxies=1)
     assert PretrainSettings(splits=["pool", "train"]).splits == ("pool", "train")
+
+
+def test_pretrain_on_two_ddp_processes(shards, tmp_path):
+    # Lightning relaunches the command once per extra rank, so it runs as `python -m zoobot`
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    command = [sys.executable, "-m", "zoobot", "--threads", "1", "pretrain", str(shards), "--out", str(tmp_path),
+               "--epochs", "1", "--batch-size", "4", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+               "--no-progress"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads((tmp_path / "pretrain_result.json").read_text())
+    assert record["n_galaxies"] == 30 and len(record["loss_per_epoch"]) == 1
+    load_pretrained(create_model("zoobot-2019", schema=SMOOTH_OR_FEATURED), tmp_path / "pretrained.ckpt")

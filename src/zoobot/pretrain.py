@@ -29,7 +29,7 @@ prediction of the fit split's class frequencies.
 
 from __future__ import annotations
 
-import math
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -128,6 +128,7 @@ class ContrastiveModule(L.LightningModule):
     def __init__(self, model: GalaxyModel, settings: PretrainSettings):
         super().__init__()
         self.model = model
+        self.model.head.requires_grad_(False)  # never used here; DDP refuses parameters without gradients
         self.projection = ProjectionHead(model.n_features, settings.projection_dim)
         self.settings = settings
 
@@ -247,7 +248,11 @@ def pretrain(shards: str | Path | ShardReader, settings: PretrainSettings, out: 
         enable_model_summary=False, log_every_n_steps=max(1, min(50, len(loader))), default_root_dir=out,
     )
     trainer.fit(module, train_dataloaders=loader)
-    return keeper.result if keeper.result is not None else record
+    if keeper.result is not None:  # this process is rank 0
+        return keeper.result
+    if trainer.is_global_zero and (out / RESULT_NAME).is_file():  # "ddp_spawn": rank 0 ran in a child process
+        return json.loads((out / RESULT_NAME).read_text())
+    return record
 
 
 # ---------------------------------------------------------------- linear probe
