@@ -169,7 +169,7 @@ def test_probe_checkpoint_and_cli(pretrained, shards, tmp_path):
         assert result[name]["n_score"] == 8
     out = tmp_path / "probe.json"
     cli = runner.invoke(app, ["probe", str(pretrained / "pretrained.ckpt"), str(shards), "--fit-split", "train",
-                              "--score-split", "val", "--out", str(out)])
+                              "--score-split", "val", "--l2", "0.1", "--out", str(out)])
     assert cli.exit_code == 0, cli.output
     assert "pretrained  log loss" in cli.output and json.loads(out.read_text())["fit_split"] == "train"
     bad = runner.invoke(app, ["probe", str(pretrained / "pretrained.ckpt"), str(shards), "--fit-split", "pool"])
