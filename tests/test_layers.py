@@ -12,12 +12,12 @@ SOURCE = Path(__file__).resolve().parents[1] / "src" / "zoobot"
 LAYERS = [
     {"ids", "files", "progress", "checks", "precision", "schema", "images", "training_settings", "transforms",
      "augmentation", "allocator", "timing"},
-    {"catalog", "models", "losses"},
+    {"catalog", "models", "losses", "contrastive"},
     {"convert", "shards", "synthetic", "acquisition", "metrics", "savings", "uncertainty", "checkpoints",
      "finetuning"},
     {"oracles"},  # the Panoptes oracle reads votes with convert.panoptes_annotations
     {"shard_dataset", "predict", "recalibration", "pretrained"},
-    {"training", "prediction_writer"},
+    {"training", "prediction_writer", "pretrain"},
     {"pool_scoring"},
     {"loop"},
     {"reports", "html_report", "labelling"},

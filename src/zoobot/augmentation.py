@@ -1,6 +1,7 @@
-"""Random views of uint8 galaxy batches for training: :class:`GalaxyAugmentation`.
-
-Flips, rotation by any angle about the centre and a random resized crop, drawn per galaxy.
+"""Random views of uint8 galaxy batches for training: :class:`GalaxyAugmentation` (flips,
+rotation by any angle about the centre and a random resized crop, drawn per galaxy) and
+:class:`PhotometricJitter` (mild brightness, contrast and noise, drawn per galaxy; used by
+self-supervised pretraining, ``zoobot.pretrain``).
 """
 
 from __future__ import annotations
@@ -80,3 +81,35 @@ class GalaxyAugmentation:
         grid = torch.stack([cos * crop_x - sin * crop_y, sin * crop_x + cos * crop_y], dim=-1)  # (batch, H, W, 2)
         warped = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         return warped.add_(0.5).clamp_(0, 255).to(torch.uint8)  # round half up
+
+
+class PhotometricJitter:
+    """Mild photometric changes per galaxy, on a uint8 batch (batch, channels, H, W) -> same shape.
+
+    Each galaxy's pixels x become ``(mean + (x - mean) * c) * b + noise``, rounded and clipped to
+    0-255, with ``mean`` the galaxy's mean pixel, contrast ``c`` ~ U(1 - contrast, 1 + contrast),
+    brightness ``b`` ~ U(1 - brightness, 1 + brightness) and Gaussian noise whose standard
+    deviation (in 0-255 units) is drawn per galaxy from U(0, noise). The same factors apply to
+    every channel, so colours keep their ratios. All zero: the batch is returned unchanged.
+    """
+
+    def __init__(self, brightness: float = 0.2, contrast: float = 0.2, noise: float = 4.0):
+        for name, value, top in (("brightness", brightness, 1.0), ("contrast", contrast, 1.0), ("noise", noise, 255.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < top:
+                raise ValueError(f"PhotometricJitter.{name}: expected a number in [0, {top:g}), got {value!r}")
+        self.brightness, self.contrast, self.noise = float(brightness), float(contrast), float(noise)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dtype != torch.uint8 or images.ndim != 4:
+            raise ValueError(f"jitter: expected uint8 (batch, channels, H, W), got {images.dtype} {tuple(images.shape)}")
+        if not (self.brightness or self.contrast or self.noise):
+            return images
+        batch = len(images)
+        x = images.float()
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (batch, 1, 1, 1)
+        contrast = torch.empty(batch, 1, 1, 1).uniform_(1 - self.contrast, 1 + self.contrast)
+        brightness = torch.empty(batch, 1, 1, 1).uniform_(1 - self.brightness, 1 + self.brightness)
+        x = (mean + (x - mean) * contrast) * brightness
+        if self.noise:
+            x = x + torch.randn_like(x) * torch.empty(batch, 1, 1, 1).uniform_(0, self.noise)
+        return x.add_(0.5).clamp_(0, 255).to(torch.uint8)  # round half up
