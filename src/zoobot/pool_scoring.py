@@ -50,7 +50,7 @@ from zoobot.models import GalaxyModel
 from zoobot.predict import BatchScorer, check_predict_options, resolve_precision
 from zoobot.prediction_writer import write_predictions
 from zoobot.schema import Schema
-from zoobot.shards import ShardReader
+from zoobot.shards import ProcessLocalReader, ShardReader
 from zoobot.uncertainty import DEFAULT_VOTES
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,7 @@ class ScoringModule(L.LightningModule):
                  out_dir: Path, question_votes: np.ndarray | None = None, exclude: np.ndarray | None = None):
         super().__init__()
         self.model = model
-        self.shard_dir = Path(reader.shard_dir)
-        self._reader: ShardReader | None = reader
+        self._shards = ProcessLocalReader(reader)  # spawned ranks reopen the shard folder
         self.positions = np.asarray(positions, dtype=np.int64)
         self.job = job
         self.out_dir = Path(out_dir)
@@ -166,18 +165,14 @@ class ScoringModule(L.LightningModule):
         self._unit_predictions: list[np.ndarray] = []
         self._buffer: np.ndarray | None = None
 
-    def __getstate__(self) -> dict:  # spawned ranks reopen the shard folder
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else dict(self.__dict__)
-        state = dict(state)
-        state["_reader"] = None
+    def __getstate__(self) -> dict:
+        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__)
         state["_buffer"] = None
         return state
 
     @property
     def reader(self) -> ShardReader:
-        if self._reader is None:
-            self._reader = ShardReader(self.shard_dir)
-        return self._reader
+        return self._shards.get()
 
     def n_units(self) -> int:
         return -(-len(self.positions) // self.job.unit_size)

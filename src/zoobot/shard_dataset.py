@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -17,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from zoobot.augmentation import GalaxyAugmentation
-from zoobot.shards import ShardReader
+from zoobot.shards import ProcessLocalReader, ShardReader
 from zoobot.transforms import to_greyscale
 
 
@@ -37,23 +36,15 @@ class ShardVoteDataset(Dataset):
         augmentation: GalaxyAugmentation | None = None,
         greyscale: bool = False,
     ):
-        self.shard_dir = Path(shards.shard_dir)
+        self._shards = ProcessLocalReader(shards)
         self.positions = np.asarray(positions)
         self.counts = torch.as_tensor(np.asarray(counts), dtype=torch.int64)  # (galaxy, answer)
         self.augmentation = augmentation
         self.greyscale = greyscale
-        self._reader: ShardReader | None = shards  # this process's; other processes reopen the folder
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_reader"] = None
-        return state
 
     @property
     def reader(self) -> ShardReader:
-        if self._reader is None:
-            self._reader = ShardReader(self.shard_dir)
-        return self._reader
+        return self._shards.get()
 
     def __len__(self) -> int:
         return len(self.positions)

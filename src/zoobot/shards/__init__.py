@@ -29,7 +29,7 @@ from zoobot.shards.format import (
     ShardError,
     read_config,
 )
-from zoobot.shards.reader import ShardReader
+from zoobot.shards.reader import ProcessLocalReader, ShardReader
 from zoobot.shards.writer import ShardSummary, write_shards
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "CONFIG_NAME",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "ProcessLocalReader",
     "SPLITS",
     "BadImagesError",
     "ShardError",

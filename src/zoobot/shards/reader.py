@@ -227,6 +227,23 @@ class ShardReader:
         return array
 
 
+class ProcessLocalReader:
+    """A ShardReader opened once per process. Pickled (to DataLoader workers or spawned ranks) it
+    keeps only the folder, so the manifest is not shipped; the other process reopens it on first use."""
+
+    def __init__(self, reader: ShardReader) -> None:
+        self.shard_dir = Path(reader.shard_dir)
+        self._reader: ShardReader | None = reader
+
+    def __getstate__(self) -> dict:
+        return {"shard_dir": self.shard_dir, "_reader": None}
+
+    def get(self) -> ShardReader:
+        if self._reader is None:
+            self._reader = ShardReader(self.shard_dir)
+        return self._reader
+
+
 def _is_run(rows: np.ndarray) -> bool:
     """True when rows are consecutive increasing integers (a slice)."""
     return rows[-1] - rows[0] == len(rows) - 1 and (len(rows) < 2 or bool((np.diff(rows) == 1).all()))
