@@ -20,6 +20,13 @@ app = typer.Typer(
 
 GLOBAL_OPTIONS = ("--verbose", "-v", "--threads")
 
+# Lightning options of the commands that train a model in their own process (train, pretrain)
+TRAIN_PRECISION = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed (CPU too), 16-mixed (GPU).")
+TRAIN_ACCELERATOR = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu.")
+TRAIN_DEVICES = typer.Option("auto", help="Lightning devices: auto, 2, 0,1.")
+TRAIN_NUM_NODES = typer.Option(1, help="Machines for multi-node DDP.")
+TRAIN_NUM_WORKERS = typer.Option(0, help="DataLoader worker processes per device.")
+
 
 def _value_placeholder(option: TyperOption, ctx) -> Optional[str]:
     """Help shows <int>, <path> ... for options that take a value, nothing for switches."""

@@ -6,7 +6,9 @@ from typing import Optional
 
 import typer
 
-from zoobot.cli.app import app, fail, quiet_lightning
+from zoobot.cli.app import (
+    TRAIN_ACCELERATOR, TRAIN_DEVICES, TRAIN_NUM_NODES, TRAIN_NUM_WORKERS, TRAIN_PRECISION, app, fail, quiet_lightning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,12 +30,12 @@ def pretrain_command(
     max_galaxies: Optional[int] = typer.Option(None, help="Pretrain on a random subset of this many galaxies.", show_default=False),
     greyscale: bool = typer.Option(False, "--greyscale", help="Learn on greyscale (RGB shards converted on the fly)."),
     seed: int = typer.Option(42, help="Seed for weights, shuffling and augmentations."),
-    precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed (CPU too), 16-mixed (GPU)."),
-    accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu."),
-    devices: str = typer.Option("auto", help="Lightning devices: auto, 2, 0,1."),
+    precision: str = TRAIN_PRECISION,
+    accelerator: str = TRAIN_ACCELERATOR,
+    devices: str = TRAIN_DEVICES,
     strategy: str = typer.Option("auto", help="Lightning strategy, e.g. ddp (negatives stay per device)."),
-    num_nodes: int = typer.Option(1, help="Machines for multi-node DDP."),
-    num_workers: int = typer.Option(0, help="DataLoader worker processes per device."),
+    num_nodes: int = TRAIN_NUM_NODES,
+    num_workers: int = TRAIN_NUM_WORKERS,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Lightning's progress bar."),
     probe: bool = typer.Option(False, "--probe", help="Then run the linear probe (zoobot probe) on val -> test."),
 ) -> None:

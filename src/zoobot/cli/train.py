@@ -7,7 +7,10 @@ from typing import Optional
 
 import typer
 
-from zoobot.cli.app import app, fail, old_spelling, quiet_lightning, renamed, required, torch_device
+from zoobot.cli.app import (
+    TRAIN_ACCELERATOR, TRAIN_DEVICES, TRAIN_NUM_NODES, TRAIN_NUM_WORKERS, TRAIN_PRECISION,
+    app, fail, old_spelling, quiet_lightning, renamed, required, torch_device,
+)
 from zoobot.schema import SCHEMAS, get_schema
 
 logger = logging.getLogger(__name__)
@@ -40,12 +43,12 @@ def train_command(
     lr_schedule: str = typer.Option("constant", help="constant, or cosine (decay to 0 at --epochs, after any warm-up)."),
     warmup_epochs: int = typer.Option(0, help="Linear learning-rate warm-up in epochs (at most half the run)."),
     gradient_clip: float = typer.Option(0.0, help="Clip the gradient norm to this; 0 = off."),
-    precision: str = typer.Option("32-true", help="Lightning precision: 32-true, bf16-mixed (CPU too), 16-mixed (GPU)."),
-    accelerator: str = typer.Option("auto", help="Lightning accelerator: auto, cpu, gpu."),
-    devices: str = typer.Option("auto", help="Lightning devices: auto, 2, 0,1."),
+    precision: str = TRAIN_PRECISION,
+    accelerator: str = TRAIN_ACCELERATOR,
+    devices: str = TRAIN_DEVICES,
     strategy: str = typer.Option("auto", help="Lightning strategy, e.g. ddp for several GPUs or nodes."),
-    num_nodes: int = typer.Option(1, help="Machines for multi-node DDP."),
-    num_workers: int = typer.Option(0, help="DataLoader worker processes per device."),
+    num_nodes: int = TRAIN_NUM_NODES,
+    num_workers: int = TRAIN_NUM_WORKERS,
     seed: int = typer.Option(42, help="Seed for weights, shuffling and augmentations."),
     from_checkpoint: Optional[Path] = typer.Option(
         None, help="Start from this checkpoint's weights (same architecture, schema and channels)."
