@@ -45,11 +45,11 @@ from zoobot.checkpoints import read_checkpoint
 from zoobot.contrastive import ProjectionHead, nt_xent
 from zoobot.files import atomic_path, write_json_atomic
 from zoobot.models import GalaxyModel, create_model, model_from_config
+from zoobot.predict import BatchScorer
 from zoobot.schema import Schema, get_schema, schema_to_dict
 from zoobot.shard_dataset import ShardVoteDataset
 from zoobot.shards import SPLITS, ShardReader
 from zoobot.training_settings import TrainSettings
-from zoobot.transforms import to_greyscale
 
 CHECKPOINT_NAME = "pretrained.ckpt"
 RESULT_NAME = "pretrain_result.json"
@@ -272,14 +272,14 @@ def first_question_labels(reader: ShardReader, schema: Schema, split: str) -> tu
 
 @torch.inference_mode()
 def backbone_features(model: GalaxyModel, reader: ShardReader, positions: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Pooled features (n, n_features), float64, of the galaxies at ``positions``; eval mode, no augmentation."""
+    """Pooled features (n, n_features), float64, of the galaxies at ``positions``; eval mode, no
+    augmentation, images adapted to the model as prediction adapts them (``BatchScorer``)."""
     model.eval()
-    parts = []
-    for start in range(0, len(positions), batch_size):
-        images = torch.as_tensor(reader.images(positions[start:start + batch_size]))
-        if model.channels == 1 and images.shape[1] == 3:
-            images = to_greyscale(images)
-        parts.append(model.forward_features(images).double().numpy())
+    scorer = BatchScorer(model, n_samples=1)
+    parts = [
+        scorer.features(scorer.adapt(images)).double().cpu().numpy()
+        for _, images in reader.iter_batches(np.asarray(positions), batch_size, reuse_buffer=True)
+    ]
     return np.concatenate(parts) if parts else np.zeros((0, model.n_features))
 
 
