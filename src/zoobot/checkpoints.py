@@ -42,6 +42,11 @@ def _read_checkpoint(checkpoint: Path) -> dict:
         raise
     except Exception as error:  # torch.load raises many types for foreign files (pickle, zip, EOF...)
         raise _not_a_checkpoint(checkpoint, f"a file torch.load cannot read ({type(error).__name__})") from error
+    return _checked(record, checkpoint)
+
+
+def _checked(record, checkpoint: Path) -> dict:
+    """``record`` if it is a zoobot checkpoint's contents, else the ValueError naming ``checkpoint``."""
     if not isinstance(record, dict):
         raise _not_a_checkpoint(checkpoint, f"a {type(record).__name__}")
     hparams = record.get("hyper_parameters")
@@ -73,7 +78,15 @@ def read_checkpoint(checkpoint: Path) -> LoadedCheckpoint:
 
     FileNotFoundError when the file does not exist; ValueError when it is not a zoobot checkpoint.
     """
-    record = _read_checkpoint(checkpoint)
+    return _loaded(_read_checkpoint(checkpoint))
+
+
+def checkpoint_from_record(record: dict, checkpoint: Path) -> LoadedCheckpoint:
+    """:func:`read_checkpoint` of contents already loaded with ``torch.load`` (from ``checkpoint``)."""
+    return _loaded(_checked(record, Path(checkpoint)))
+
+
+def _loaded(record: dict) -> LoadedCheckpoint:
     hparams = record["hyper_parameters"]
     schema = schema_from_dict(hparams["schema"])
     model = model_from_config(hparams["model_config"], schema=schema)

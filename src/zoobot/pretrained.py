@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from zoobot.checkpoints import read_checkpoint
+from zoobot.checkpoints import checkpoint_from_record
 from zoobot.models import GalaxyModel
 
 WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
@@ -46,7 +46,7 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     except Exception as error:  # torch.load raises many types for foreign files
         raise ValueError(f"pretrained weights {path}: torch.load cannot read it ({type(error).__name__}: {error})") from None
     if _is_zoobot_checkpoint(record):
-        loaded = read_checkpoint(path)
+        loaded = checkpoint_from_record(record, path)
         config = loaded.model_config
         state = loaded.model.backbone.state_dict()
         return state, f"zoobot checkpoint ({config['architecture']}, schema {loaded.schema.name!r}, {config['channels']} channels)"
