@@ -377,7 +377,8 @@ def _acquire(context: IterationContext, model) -> tuple[list[str], float]:
         model, reader, ids=acquired, n_samples=spec.n_samples, batch_size=spec.batch_size, precision=spec.precision
     )
     table = pd.DataFrame({"id_str": acquired, "score": scores})
-    table["random_pick"] = spec.function == "random" or np.arange(len(acquired)) >= len(chosen.ids)
+    first_random = 0 if spec.function == "random" else len(chosen.ids)  # exploration picks come last
+    table["random_pick"] = np.arange(len(acquired)) >= first_random
     fractions = context.schema.expected_fractions(predictions).mean(axis=1)  # (galaxy, answer)
     for column, values in zip(context.schema.answer_columns, fractions.T):
         table[f"{column}_fraction"] = values.astype(np.float32)
